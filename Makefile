@@ -1,0 +1,42 @@
+# Two commands matter to a newcomer: `make test` (the whole suite) and `make lab` (later: the Vagrant lab).
+# Every target installs what it needs itself, so a fresh Debian 12 machine needs nothing by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := etcd-server etcd-client
+PYTEST_ARGS ?=
+
+.PHONY: deps apt-deps test lint bench clean
+
+deps: apt-deps $(VENV)/.installed
+
+# Install the Debian packages only when one is missing: apt-get is slow even as a no-op.
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+lint: deps
+	$(BIN)/ruff check .
+
+test: deps lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+bench: deps
+	$(BIN)/python bench/store.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+from minikube_py.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""The ``minikube-py`` command. Each sub-command lives in its own module under ``minikube_py.cli``
+and exposes ``register(subparsers)``; the chosen one's ``run(args)`` returns the exit code.
+
+Errors a user can cause end as one line on stderr and exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Sub-command modules, in the order ``--help`` lists them.
+COMMAND_MODULES: list[str] = [
+]
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minikube-py",
+        description="The Kubernetes architecture as real programs: control plane, nodes and the lab.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except UserError as e:
+        print(f"minikube-py {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -107,7 +107,12 @@ def too_large(message: str = "Request entity too large") -> ApiError:
 
 
 def unsupported_media_type(content_type: str) -> ApiError:
-    return ApiError(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got "{content_type}")')
+    return ApiError(
+        415,
+        "UnsupportedMediaType",
+        "the body of the request was in an unknown format - accepted media types include: "
+        f'application/json, application/yaml, application/vnd.kubernetes.protobuf (got "{content_type}")',
+    )
 
 
 def invalid(kind: str, name: str, causes: list[Cause], group: str = "") -> ApiError:
@@ -115,7 +120,8 @@ def invalid(kind: str, name: str, causes: list[Cause], group: str = "") -> ApiEr
     details: dict[str, Any] = {"name": name, "kind": kind, "causes": [c.to_dict() for c in causes]}
     if group:
         details["group"] = group
-    return ApiError(422, "Invalid", f'{kind}{"." + group if group else ""} "{name}" is invalid: {text}', details)
+    qualified = f"{kind}.{group}" if group else kind
+    return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {text}', details)
 
 
 def too_many_requests(message: str, retry_after: int = 1) -> ApiError:

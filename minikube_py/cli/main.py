@@ -12,6 +12,8 @@ import sys
 
 # Sub-command modules, in the order ``--help`` lists them.
 COMMAND_MODULES: list[str] = [
+    "minikube_py.cli.pki_cmd",
+    "minikube_py.cli.apiserver_cmd",
 ]
 
 

@@ -1,0 +1,431 @@
+"""Generic storage of API objects: the create/get/list/update/delete/watch semantics of Kubernetes'
+generic registry, with per-kind rules (``strategy``) for status, generation and allocation."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from minikube_py.api import errors
+from minikube_py.api.resources import ResourceInfo, lookup
+from minikube_py.store import (
+    CompactedError,
+    ConflictError,
+    EventType,
+    FutureRevisionError,
+    KeyExistsError,
+    KeyNotFoundError,
+    Store,
+    WatchDroppedError,
+)
+
+from . import objects, strategy
+from .allocators import IPAllocator, PortAllocator
+from .objects import decode, encode, meta, now_rfc3339
+
+NAMESPACES = lookup("", "v1", "namespaces")
+assert NAMESPACES is not None
+
+# Pages read from the store while filtering a list by selectors.
+_LIST_BATCH = 500
+
+
+@dataclass
+class ListResult:
+    items: list[dict[str, Any]]
+    resource_version: int
+    continue_token: str | None = None
+    remaining: int | None = None
+
+
+@dataclass
+class WatchEvent:
+    type: str  # ADDED MODIFIED DELETED BOOKMARK ERROR
+    object: dict[str, Any]
+
+
+@dataclass
+class DeleteOptions:
+    grace_period_seconds: int | None = None
+    propagation_policy: str | None = None  # Orphan, Background, Foreground
+    precondition_uid: str | None = None
+    precondition_rv: str | None = None
+    dry_run: bool = False
+
+    @classmethod
+    def parse(cls, body: dict[str, Any] | None, query: dict[str, str]) -> DeleteOptions:
+        body = body or {}
+        if not isinstance(body, dict):
+            raise errors.bad_request("DeleteOptions must be an object")
+        opts = cls()
+        grace = body.get("gracePeriodSeconds", query.get("gracePeriodSeconds"))
+        if grace is not None:
+            try:
+                opts.grace_period_seconds = int(grace)
+            except (TypeError, ValueError):
+                raise errors.bad_request(f"invalid gracePeriodSeconds {grace!r}") from None
+        policy = body.get("propagationPolicy", query.get("propagationPolicy"))
+        if body.get("orphanDependents") is True or query.get("orphanDependents") == "true":
+            policy = policy or "Orphan"
+        if policy is not None and policy not in ("Orphan", "Background", "Foreground"):
+            raise errors.ApiError(
+                422, "Invalid", f'propagationPolicy: Unsupported value: "{policy}": supported values: '
+                '"Foreground", "Background", "Orphan"')
+        opts.propagation_policy = policy
+        pre = body.get("preconditions") or {}
+        if not isinstance(pre, dict):
+            raise errors.bad_request("preconditions must be an object")
+        opts.precondition_uid = pre.get("uid")
+        opts.precondition_rv = pre.get("resourceVersion")
+        dry = body.get("dryRun") or ([query["dryRun"]] if "dryRun" in query else [])
+        opts.dry_run = "All" in dry
+        return opts
+
+
+@dataclass
+class Registry:
+    store: Store
+    service_cidr: str = "10.96.0.0/12"
+    node_port_range: tuple[int, int] = (30000, 32767)
+    ips: IPAllocator = field(init=False)
+    ports: PortAllocator = field(init=False)
+
+    def __post_init__(self) -> None:
+        # 10.96.0.1 belongs to the `kubernetes` Service, allocated explicitly at start-up.
+        first_ip = str(next(iter(__import__("ipaddress").ip_network(self.service_cidr).hosts())))
+        self.ips = IPAllocator(self.store, self.service_cidr, reserved=(first_ip,))
+        self.ports = PortAllocator(self.store, *self.node_port_range)
+
+    # ---- helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _key(info: ResourceInfo, namespace: str | None, name: str) -> str:
+        return info.key(namespace if info.namespaced else None, name)
+
+    async def _check_namespace(self, info: ResourceInfo, namespace: str | None) -> None:
+        """NamespaceLifecycle: content may only be created in a namespace that exists and is active."""
+        if not info.namespaced:
+            return
+        kv = await self.store.get(NAMESPACES.key(None, namespace or ""))
+        if kv is None:
+            raise errors.not_found("namespaces", namespace or "")
+        ns = decode(kv)
+        if ns["metadata"].get("deletionTimestamp"):
+            raise errors.forbidden(
+                f'{info.plural} "{{name}}" is forbidden: unable to create new content in namespace '
+                f"{namespace} because it is being terminated")
+
+    # ---- create ----------------------------------------------------------------------------------
+
+    async def create(
+        self, info: ResourceInfo, namespace: str | None, obj: dict[str, Any], *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        m = meta(obj)
+        if info.namespaced:
+            ns = m.get("namespace") or namespace
+            if namespace and m.get("namespace") and m["namespace"] != namespace:
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request")
+            m["namespace"] = ns
+            namespace = ns
+        else:
+            m.pop("namespace", None)
+        if not m.get("name") and m.get("generateName"):
+            m["name"] = m["generateName"] + uuid.uuid4().hex[:5]
+        m.pop("resourceVersion", None)
+        m["uid"] = str(uuid.uuid4())
+        m["creationTimestamp"] = now_rfc3339()
+        m.pop("deletionTimestamp", None)
+        m.pop("deletionGracePeriodSeconds", None)
+        if info.kind in strategy.GENERATION_KINDS:
+            m["generation"] = 1
+        strategy.prepare_for_create(info, obj)
+        strategy.default_and_validate(info, obj, None)
+        name = m["name"]
+        try:
+            await self._check_namespace(info, namespace)
+        except errors.ApiError as e:
+            e.message = e.message.replace("{name}", name)
+            raise
+        key = self._key(info, namespace, name)
+        if await self.store.get(key) is not None:
+            raise errors.already_exists(info.plural, name, info.group)
+        allocated = await strategy.allocate(self, info, obj, None, dry_run=dry_run)
+        if dry_run:
+            return obj
+        try:
+            kv = await self.store.create(key, encode(obj))
+        except KeyExistsError:
+            await strategy.release(self, info, allocated)
+            raise errors.already_exists(info.plural, name, info.group) from None
+        except BaseException:
+            await strategy.release(self, info, allocated)
+            raise
+        m["resourceVersion"] = str(kv.mod_revision)
+        return obj
+
+    # ---- get / list ------------------------------------------------------------------------------
+
+    async def get(self, info: ResourceInfo, namespace: str | None, name: str) -> dict[str, Any]:
+        kv = await self.store.get(self._key(info, namespace, name))
+        if kv is None:
+            raise errors.not_found(info.plural, name, info.group)
+        return decode(kv)
+
+    async def list(
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        *,
+        matches: Callable[[dict[str, Any]], bool] | None = None,
+        limit: int = 0,
+        continue_token: str | None = None,
+        resource_version: int | None = None,
+        exact: bool = False,
+    ) -> ListResult:
+        prefix = info.prefix(namespace if info.namespaced else None)
+        revision: int | None = None
+        start_after: str | None = None
+        if continue_token:
+            revision, start_after = objects.decode_continue(continue_token)
+        elif exact and resource_version:
+            revision = resource_version
+        items: list[dict[str, Any]] = []
+        try:
+            while True:
+                # Without a selector a page maps 1:1 onto store keys; with one, read in batches.
+                want = limit - len(items) if (limit and matches is None) else (_LIST_BATCH if matches else 0)
+                res = await self.store.range(prefix, limit=want, start_after=start_after, revision=revision)
+                revision = res.revision
+                consumed = 0
+                for kv in res.items:
+                    consumed += 1
+                    start_after = kv.key
+                    obj = decode(kv)
+                    if matches is None or matches(obj):
+                        items.append(obj)
+                        if limit and len(items) >= limit:
+                            break
+                more_in_store = res.more or consumed < len(res.items)
+                if limit and len(items) >= limit:
+                    if not more_in_store:
+                        return ListResult(items, revision)
+                    remaining = res.count - consumed if matches is None else None
+                    token = objects.encode_continue(revision, start_after or "")
+                    return ListResult(items, revision, token, remaining)
+                if not res.more:
+                    return ListResult(items, revision)
+        except CompactedError:
+            if continue_token:
+                raise errors.gone(
+                    "The provided continue parameter is too old to display a consistent list result. You "
+                    "can start a new list without the continue parameter, or use the continue token in "
+                    "this response to retrieve the remainder of the results.") from None
+            raise errors.gone(f"too old resource version: {resource_version}") from None
+        except FutureRevisionError:
+            raise errors.ApiError(
+                504, "Timeout",
+                f"Too large resource version: {resource_version}, current: {await self.store.current_revision()}",
+                {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                 "retryAfterSeconds": 1}) from None
+
+    # ---- update ----------------------------------------------------------------------------------
+
+    async def update(
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        name: str,
+        mutate: Callable[[dict[str, Any] | None], Awaitable[dict[str, Any]] | dict[str, Any]],
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        allow_create: bool = False,
+        precondition_rv: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Read-modify-write: ``mutate(current)`` returns the desired object (a fresh dict; never the
+        current one changed in place). ``precondition_rv`` (the client's resourceVersion) turns a
+        mismatch into 409 Conflict; without it the write retries on conflict, as PATCH does.
+        Returns (object, created)."""
+        key = self._key(info, namespace, name)
+        for _attempt in range(20):
+            kv = await self.store.get(key)
+            old = decode(kv) if kv is not None else None
+            if old is None:
+                if not allow_create:
+                    raise errors.not_found(info.plural, name, info.group)
+                new = mutate(None)
+                if isinstance(new, Awaitable):
+                    new = await new
+                if info.namespaced and namespace:
+                    meta(new).setdefault("namespace", namespace)
+                meta(new).setdefault("name", name)
+                return await self.create(info, namespace, new, dry_run=dry_run), True
+            old_rv = old["metadata"]["resourceVersion"]
+            if precondition_rv and precondition_rv != old_rv:
+                raise errors.conflict(info.plural, name, info.group)
+            new = mutate(old)
+            if isinstance(new, Awaitable):
+                new = await new
+            m = meta(new)
+            if m.get("name", name) != name:
+                raise errors.bad_request(
+                    f"the name of the object ({m.get('name')}) does not match the name on the URL ({name})")
+            if info.namespaced and m.get("namespace", namespace) != namespace:
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request")
+            m["name"] = name
+            if info.namespaced:
+                m["namespace"] = namespace
+            m["resourceVersion"] = old_rv
+            strategy.prepare_for_update(info, new, old, subresource)
+            strategy.default_and_validate(info, new, old)
+            if new == old:
+                return old, False  # a no-op write does not bump resourceVersion, as in Kubernetes
+            allocated = await strategy.allocate(self, info, new, old, dry_run=dry_run)
+            if dry_run:
+                return new, False
+            if strategy.should_delete_now(new):
+                # The last finalizer of an object being deleted is gone: the object goes with it.
+                try:
+                    await self.store.delete(key, expected_mod_revision=kv.mod_revision)
+                except (ConflictError, KeyNotFoundError):
+                    await strategy.release(self, info, allocated)
+                    continue
+                await strategy.release(self, info, strategy.owned_allocations(info, old))
+                return new, False
+            try:
+                written = await self.store.update(key, encode(new), kv.mod_revision)
+            except (ConflictError, KeyNotFoundError):
+                await strategy.release(self, info, allocated)
+                if precondition_rv:
+                    raise errors.conflict(info.plural, name, info.group) from None
+                continue
+            await strategy.release(self, info, strategy.released_by_update(info, new, old))
+            m["resourceVersion"] = str(written.mod_revision)
+            return new, False
+        raise errors.conflict(info.plural, name, info.group, "too many concurrent updates; try again")
+
+    # ---- delete ----------------------------------------------------------------------------------
+
+    async def delete(
+        self, info: ResourceInfo, namespace: str | None, name: str, opts: DeleteOptions
+    ) -> tuple[dict[str, Any], bool]:
+        """Returns (object, gone): gone is False when deletion is graceful or waits for finalizers."""
+        key = self._key(info, namespace, name)
+        for _attempt in range(20):
+            kv = await self.store.get(key)
+            if kv is None:
+                raise errors.not_found(info.plural, name, info.group)
+            obj = decode(kv)
+            m = obj["metadata"]
+            if opts.precondition_uid and opts.precondition_uid != m.get("uid"):
+                raise errors.conflict(
+                    info.plural, name, info.group,
+                    f"Precondition failed: UID in precondition: {opts.precondition_uid}, UID in object meta: "
+                    f"{m.get('uid')}")
+            if opts.precondition_rv and opts.precondition_rv != m.get("resourceVersion"):
+                raise errors.conflict(
+                    info.plural, name, info.group,
+                    f"Precondition failed: ResourceVersion in precondition: {opts.precondition_rv}, "
+                    f"ResourceVersion in object meta: {m.get('resourceVersion')}")
+            updated = strategy.begin_delete(info, obj, opts)
+            if updated is not None:
+                if opts.dry_run:
+                    return updated, False
+                if updated == obj:
+                    return obj, False
+                try:
+                    written = await self.store.update(key, encode(updated), kv.mod_revision)
+                except (ConflictError, KeyNotFoundError):
+                    continue
+                updated["metadata"]["resourceVersion"] = str(written.mod_revision)
+                return updated, False
+            if opts.dry_run:
+                return obj, True
+            try:
+                await self.store.delete(key, expected_mod_revision=kv.mod_revision)
+            except (ConflictError, KeyNotFoundError):
+                continue
+            await strategy.release(self, info, strategy.owned_allocations(info, obj))
+            return obj, True
+        raise errors.conflict(info.plural, name, info.group, "too many concurrent updates; try again")
+
+    # ---- watch -----------------------------------------------------------------------------------
+
+    async def check_watch_start(self, resource_version: int) -> None:
+        current = await self.store.current_revision()
+        if resource_version > current:
+            raise errors.ApiError(
+                504, "Timeout", f"Too large resource version: {resource_version}, current: {current}",
+                {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                 "retryAfterSeconds": 1})
+
+    async def watch(
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        *,
+        resource_version: int | None,
+        matches: Callable[[dict[str, Any]], bool] | None = None,
+        send_initial: bool | None = None,
+    ) -> AsyncIterator[WatchEvent]:
+        """Events after ``resource_version``; with None/0 (or ``send_initial``), the current state
+        first as ADDED events, as the real apiserver does for watches without a resourceVersion."""
+        prefix = info.prefix(namespace if info.namespaced else None)
+        if send_initial is None:
+            send_initial = not resource_version
+        if send_initial:
+            listed = await self.list(info, namespace, matches=matches)
+            for obj in listed.items:
+                yield WatchEvent("ADDED", obj)
+            start = listed.resource_version
+            if resource_version:
+                # sendInitialEvents with a resourceVersion: the initial state is as of "now" anyway.
+                start = max(start, resource_version)
+            yield WatchEvent("__INITIAL_END__", {"metadata": {"resourceVersion": str(start)}})
+        else:
+            start = resource_version or 0
+        watch = self.store.watch(prefix, start)
+        try:
+            async for ev in watch:
+                if ev.type is EventType.DELETE:
+                    assert ev.prev_kv is not None
+                    obj = objects.loads(ev.prev_kv.value)
+                    meta(obj)["resourceVersion"] = str(ev.kv.mod_revision)
+                    kind = "DELETED"
+                else:
+                    obj = decode(ev.kv)
+                    kind = "ADDED" if ev.kv.create_revision == ev.kv.mod_revision else "MODIFIED"
+                if matches is not None and not matches(obj):
+                    continue
+                yield WatchEvent(kind, obj)
+        except CompactedError:
+            yield WatchEvent("ERROR", errors.gone(
+                f"too old resource version: {start} ({await self.store.compacted_revision()})").status())
+        except WatchDroppedError:
+            # The client re-lists, exactly what Kubernetes' watch cache asks of a slow watcher.
+            yield WatchEvent("ERROR", errors.gone(
+                "the watch fell too far behind and was dropped; re-list").status())
+        finally:
+            await watch.close()
+
+
+async def wait_for(pred: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await pred():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def age_seconds(ts: str | None) -> float:
+    if not ts:
+        return 0.0
+    return (dt.datetime.now(dt.UTC) - objects.parse_rfc3339(ts)).total_seconds()

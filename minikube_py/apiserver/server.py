@@ -1,0 +1,317 @@
+"""The API server: an aiohttp application in front of the generic registry.
+
+Every request passes, in order: authentication, the authorizer hook, then one handler per verb.
+Errors anywhere become Kubernetes ``Status`` objects with the right code (never a traceback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from minikube_py import __version__
+from minikube_py.api import errors
+from minikube_py.api.resources import ResourceInfo, lookup
+from minikube_py.store import Store, StoreError, StoreUnavailableError
+
+from . import discovery, handlers
+from .metrics import Metrics
+from .objects import dumps
+from .registry import Registry
+from .requests import RequestInfo, accepts_json, parse_path
+
+log = logging.getLogger("minikube_py.apiserver")
+
+# The Kubernetes release whose API this server speaks (kubectl warns beyond +/-1 minor of skew).
+KUBE_VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "gitCommit": f"minikube-py-{__version__}",
+                "gitTreeState": "clean", "buildDate": "2026-11-23T00:00:00Z", "goVersion": "python3",
+                "compiler": "cpython", "platform": "linux/amd64"}
+
+HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+
+
+ANONYMOUS = User("system:anonymous", "", ("system:unauthenticated",))
+
+
+class Authorizer(Protocol):
+    def authorize(self, user: User, ri: RequestInfo) -> tuple[bool, str]: ...
+
+
+class AllowAuthenticated:
+    """Until RBAC arrives: every authenticated user may do everything (the one hook stays)."""
+
+    def authorize(self, user: User, ri: RequestInfo) -> tuple[bool, str]:
+        return True, ""
+
+
+@dataclass
+class Config:
+    store_url: str
+    bind_address: str = "127.0.0.1"
+    port: int = 6443
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    token_file: Path | None = None
+    anonymous: bool = False
+    advertise_address: str = "127.0.0.1"
+    service_cidr: str = "10.96.0.0/12"
+    node_port_range: tuple[int, int] = (30000, 32767)
+    bookmark_interval: float = 60.0
+    kubelet_port: int = 10250
+    kubelet_client_cert: Path | None = None
+    kubelet_client_key: Path | None = None
+    kubelet_ca: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class APIServer:
+    def __init__(self, config: Config, store: Store, authorizer: Authorizer | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.registry = Registry(store, config.service_cidr, config.node_port_range)
+        self.metrics = Metrics()
+        self.authorizer: Authorizer = authorizer or AllowAuthenticated()
+        self.tokens: Any = None
+        if config.token_file is not None:
+            from .tokens import TokenFile
+
+            self.tokens = TokenFile.load(config.token_file)
+        self._runner: web.AppRunner | None = None
+        self.port: int = config.port
+        self.ready = False
+
+    # ---- authentication ----------------------------------------------------------------------------
+
+    def authenticate(self, request: web.Request) -> User | None:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer ") and self.tokens is not None:
+            info = self.tokens.authenticate(header[7:].strip())
+            if info is not None:
+                return User(info.name, info.uid, tuple(info.groups) + ("system:authenticated",))
+            return None
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        if peer:
+            cn, orgs = "", []
+            for rdn in peer.get("subject", ()):
+                for k, v in rdn:
+                    if k == "commonName":
+                        cn = v
+                    elif k == "organizationName":
+                        orgs.append(v)
+            if cn:
+                return User(cn, "", (*orgs, "system:authenticated"))
+        if header:
+            return None
+        return ANONYMOUS if self.config.anonymous else None
+
+    # ---- the request pipeline ------------------------------------------------------------------------
+
+    @web.middleware
+    async def _pipeline(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                        ) -> web.StreamResponse:
+        started = time.perf_counter()
+        query = dict(request.query)
+        ri = parse_path(request.method, request.path, query)
+        resource = ri.resource or ""
+        code = 500
+        self.metrics.inflight += 1
+        try:
+            if request.path not in HEALTH_PATHS:
+                user = self.authenticate(request)
+                if user is None:
+                    raise errors.unauthorized()
+                allowed, reason = self.authorizer.authorize(user, ri)
+                if not allowed:
+                    raise errors.forbidden(reason or _forbidden_message(user, ri))
+                request["user"] = user
+            request["ri"] = ri
+            resp = await handler(request)
+            code = resp.status
+            return resp
+        except errors.ApiError as e:
+            code = e.code
+            return error_response(e)
+        except web.HTTPException:
+            raise
+        except StoreUnavailableError as e:
+            code = 503
+            return error_response(errors.service_unavailable(str(e)))
+        except StoreError as e:
+            log.exception("store error on %s %s", request.method, request.path)
+            code = 500
+            return error_response(errors.internal_error(str(e)))
+        except (asyncio.CancelledError, ConnectionResetError):
+            code = 499
+            raise
+        except Exception as e:  # the server keeps serving; the client gets a Status
+            log.exception("internal error on %s %s", request.method, request.path)
+            code = 500
+            return error_response(errors.internal_error(f"{type(e).__name__}: {e}"))
+        finally:
+            self.metrics.inflight -= 1
+            self.metrics.observe(ri.verb.upper() if ri.is_resource else request.method, resource,
+                                 ri.subresource, code, time.perf_counter() - started)
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        ri: RequestInfo = request["ri"]
+        path = request.path
+        if ri.is_resource:
+            if ri.info is None:
+                raise errors.not_found_path()
+            return await handlers.handle_resource(self, request, ri)
+        if request.method not in ("GET", "HEAD"):
+            if path.startswith("/apis/authorization.k8s.io/v1/") or path.startswith(
+                    "/apis/authentication.k8s.io/v1/"):
+                return await handlers.handle_review(self, request, ri)
+            raise errors.method_not_allowed(f"the server does not allow this method on the requested resource")
+        if path in HEALTH_PATHS or path.startswith(("/healthz/", "/livez/", "/readyz/")):
+            if path.startswith("/readyz") and not self.ready:
+                return web.Response(status=503, text="[-]bootstrap not finished\nreadyz check failed\n")
+            return web.Response(text="ok", content_type="text/plain")
+        if path == "/version":
+            return json_response(KUBE_VERSION)
+        if path == "/metrics":
+            return web.Response(body=self.metrics.render(), content_type="text/plain",
+                                charset="utf-8", headers={"X-Content-Type": "version=0.0.4"})
+        accept = request.headers.get("Accept", "")
+        if path == "/api":
+            agg = discovery.wants_aggregated(accept)
+            if agg:
+                return web.Response(body=discovery.aggregated(True, agg.split("v=")[1].split(";")[0]),
+                                    headers={"Content-Type": agg})
+            return raw_json(discovery.api_versions())
+        if path == "/apis":
+            agg = discovery.wants_aggregated(accept)
+            if agg:
+                return web.Response(body=discovery.aggregated(False, agg.split("v=")[1].split(";")[0]),
+                                    headers={"Content-Type": agg})
+            return raw_json(discovery.api_group_list())
+        parts = ri.parts
+        if parts[:1] == ["api"] and len(parts) == 2:
+            body = discovery.resource_list("", parts[1])
+            if body is not None:
+                return raw_json(body)
+        if parts[:1] == ["apis"] and len(parts) == 2:
+            body = discovery.api_group(parts[1])
+            if body is not None:
+                return raw_json(body)
+        if parts[:1] == ["apis"] and len(parts) == 3:
+            body = discovery.resource_list(parts[1], parts[2])
+            if body is not None:
+                return raw_json(body)
+        if parts[:1] == ["openapi"]:
+            return await handlers.handle_openapi(self, request, parts)
+        raise errors.not_found_path()
+
+    # ---- life cycle ----------------------------------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        from .requests import MAX_BODY_BYTES
+
+        app = web.Application(middlewares=[self._pipeline], client_max_size=MAX_BODY_BYTES + 1024)
+        app.router.add_route("*", "/{tail:.*}", self._route)
+        return app
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.config.tls_cert is None or self.config.tls_key is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(self.config.tls_cert), str(self.config.tls_key))
+        ctx.set_alpn_protocols(["http/1.1"])
+        if self.config.client_ca is not None:
+            ctx.load_verify_locations(str(self.config.client_ca))
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+        return ctx
+
+    async def start(self) -> None:
+        from .bootstrap import bootstrap
+
+        # handler_cancellation: a watch whose client went away must stop, not wait for its next event.
+        self._runner = web.AppRunner(self.build_app(), handler_cancellation=True, access_log=None,
+                                     shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.bind_address, self.config.port,
+                           ssl_context=self.ssl_context(), backlog=1024, reuse_address=True)
+        await site.start()
+        if self.config.port == 0:
+            server = site._server  # aiohttp keeps the bound socket here; needed for port 0 in tests
+            assert server is not None
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await bootstrap(self)
+        self.ready = True
+        log.info("serving on %s:%d", self.config.bind_address, self.port)
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def _forbidden_message(user: User, ri: RequestInfo) -> str:
+    if not ri.is_resource:
+        return f'forbidden: User "{user.name}" cannot {ri.verb} path "{ri.path}"'
+    what = f'resource "{ri.resource}"' + (f' subresource "{ri.subresource}"' if ri.subresource else "")
+    where = f' in the namespace "{ri.namespace}"' if ri.namespace else ""
+    scope = "" if ri.namespace else " at the cluster scope"
+    return (f'{ri.resource}{"." + ri.group if ri.group else ""}{" " + chr(34) + ri.name + chr(34) if ri.name else ""}'
+            f' is forbidden: User "{user.name}" cannot {ri.verb} {what} in API group "{ri.group}"{where}{scope}')
+
+
+def error_response(e: errors.ApiError) -> web.Response:
+    resp = web.Response(status=e.code, body=dumps(e.status()), content_type="application/json")
+    for k, v in e.headers.items():
+        resp.headers[k] = v
+    return resp
+
+
+def json_response(obj: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
+    resp = web.Response(status=status, body=dumps(obj), content_type="application/json")
+    for w in warnings or ():
+        resp.headers.add("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return resp
+
+
+def raw_json(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json")
+
+
+def resource_for(group: str, version: str, plural: str) -> ResourceInfo:
+    info = lookup(group, version, plural)
+    if info is None:
+        raise errors.not_found_path()
+    return info
+
+
+def watch_timeout(query: dict[str, str]) -> float:
+    raw = query.get("timeoutSeconds")
+    if raw:
+        try:
+            return max(0.0, float(int(raw)))
+        except ValueError:
+            raise errors.bad_request(f'invalid timeoutSeconds "{raw}"') from None
+    # kube-apiserver: a random timeout between min-request-timeout (1800 s) and twice that.
+    return 1800.0 * (1 + random.random())
+
+
+def accepts(request: web.Request) -> None:
+    if not accepts_json(request.headers.get("Accept")):
+        raise errors.ApiError(406, "NotAcceptable",
+                              f"only the following media types are accepted: application/json, application/yaml")

@@ -1,0 +1,161 @@
+"""``minikube-py apiserver``: the seeds' kube-apiserver, in the foreground until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from minikube_py.cli.main import UserError
+
+if TYPE_CHECKING:
+    from minikube_py.apiserver.server import Config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("apiserver", help="run the API server (kube-apiserver)",
+                       description="Serve the Kubernetes API over HTTPS from the embedded SQLite store "
+                                   "or a real etcd cluster.")
+    store = p.add_argument_group("store (one of)")
+    store.add_argument("--etcd-servers", metavar="URLS",
+                       help="comma-separated etcd client endpoints, e.g. http://10.0.0.1:2379,10.0.0.2:2379")
+    store.add_argument("--sqlite-path", metavar="FILE", type=Path,
+                       help="the embedded SQLite store (default: DATA_DIR/store.db with --local)")
+    p.add_argument("--local", action="store_true",
+                   help="local development: create the CA, certificates, a token and DATA_DIR/admin.kubeconfig "
+                        "on first start; store in DATA_DIR")
+    p.add_argument("--data-dir", type=Path, metavar="DIR", help="state directory (required with --local)")
+    p.add_argument("--bind-address", default=None, help="address to listen on (default 127.0.0.1 with "
+                   "--local, else 0.0.0.0)")
+    p.add_argument("--port", "--secure-port", dest="port", type=int, default=6443, help="HTTPS port (6443)")
+    p.add_argument("--advertise-address", default=None,
+                   help="the address other components reach this server at (default: the bind address, "
+                        "or 127.0.0.1)")
+    p.add_argument("--tls-cert-file", type=Path, help="serving certificate (PEM)")
+    p.add_argument("--tls-private-key-file", type=Path, help="serving key (PEM)")
+    p.add_argument("--client-ca-file", type=Path, help="CA that signs client certificates (x509 authentication)")
+    p.add_argument("--token-auth-file", type=Path, help="static token file: token,user,uid,\"group1,group2\"")
+    p.add_argument("--anonymous", action="store_true",
+                   help="let requests without credentials in (local development only)")
+    p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
+    p.add_argument("--service-node-port-range", default="30000-32767")
+    p.add_argument("--insecure-http", action="store_true",
+                   help="serve plain HTTP (tests and benchmarks on loopback only)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(run=run)
+
+
+def _build_config(args: argparse.Namespace) -> tuple[Config, str]:
+    from minikube_py.apiserver.server import Config
+
+    if args.port < 0 or args.port > 65535:
+        raise UserError(f"--port {args.port} is not a TCP port")
+    try:
+        lo, hi = (int(x) for x in args.service_node_port_range.split("-"))
+    except ValueError:
+        raise UserError(f"--service-node-port-range {args.service_node_port_range!r}: use FIRST-LAST") from None
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(args.service_cluster_ip_range)
+    except ValueError as e:
+        raise UserError(f"--service-cluster-ip-range: {e}") from None
+    if args.etcd_servers and args.sqlite_path:
+        raise UserError("give either --etcd-servers or --sqlite-path, not both")
+    data_dir: Path | None = args.data_dir
+    if args.local and data_dir is None:
+        raise UserError("--local needs --data-dir DIR")
+    if args.etcd_servers:
+        endpoints = [e.strip().removeprefix("http://").removeprefix("https://")
+                     for e in args.etcd_servers.split(",") if e.strip()]
+        store_url = "etcd://" + ",".join(endpoints)
+    else:
+        path = args.sqlite_path or (data_dir / "store.db" if data_dir else None)
+        if path is None:
+            raise UserError("no store: give --etcd-servers, --sqlite-path, or --local --data-dir DIR")
+        store_url = f"sqlite://{Path(path).resolve()}"
+    bind = args.bind_address or ("127.0.0.1" if args.local else "0.0.0.0")
+    advertise = args.advertise_address or (bind if bind not in ("0.0.0.0", "::") else "127.0.0.1")
+    cfg = Config(store_url=store_url, bind_address=bind, port=args.port, tls_cert=args.tls_cert_file,
+                 tls_key=args.tls_private_key_file, client_ca=args.client_ca_file,
+                 token_file=args.token_auth_file, anonymous=args.anonymous, advertise_address=advertise,
+                 service_cidr=args.service_cluster_ip_range, node_port_range=(lo, hi))
+    kubeconfig = ""
+    if args.local:
+        assert data_dir is not None
+        kubeconfig = _prepare_local(cfg, data_dir, args)
+    elif not args.insecure_http and (cfg.tls_cert is None or cfg.tls_key is None):
+        raise UserError("HTTPS needs --tls-cert-file and --tls-private-key-file (or use --local)")
+    if args.insecure_http:
+        cfg.tls_cert = cfg.tls_key = None
+    return cfg, kubeconfig
+
+
+def _prepare_local(cfg: Config, data_dir: Path, args: argparse.Namespace) -> str:
+    """Certificates and a token in DATA_DIR; returns where the admin kubeconfig will be written
+    (once the server listens, so that port 0 works)."""
+    from minikube_py.apiserver.tokens import ensure_token_file
+    from minikube_py.pki import PKIError, ensure_pki
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        addresses = sorted({"127.0.0.1", cfg.advertise_address})
+        paths = ensure_pki(data_dir / "pki", master_addresses=addresses)
+    except (OSError, PKIError) as e:
+        raise UserError(str(e)) from None
+    if cfg.tls_cert is None:
+        cfg.tls_cert, cfg.tls_key = paths["apiserver.crt"], paths["apiserver.key"]
+    if cfg.client_ca is None:
+        cfg.client_ca = paths["ca.crt"]
+    if cfg.token_file is None:
+        cfg.token_file = data_dir / "tokens.csv"
+    cfg.extra["admin_token"] = ensure_token_file(cfg.token_file)
+    cfg.extra["ca_pem"] = paths["ca.crt"].read_bytes()
+    return str(data_dir / "admin.kubeconfig")
+
+
+def _write_admin_kubeconfig(cfg: Config, path: str, port: int) -> None:
+    from minikube_py.client.kubeconfig import write_kubeconfig
+
+    scheme = "https" if cfg.tls_cert is not None else "http"
+    write_kubeconfig(Path(path), server=f"{scheme}://127.0.0.1:{port}", ca_pem=cfg.extra["ca_pem"],
+                     user="admin", token=cfg.extra["admin_token"])
+
+
+async def serve(cfg: Config, kubeconfig: str = "") -> None:
+    from minikube_py.apiserver.server import APIServer
+    from minikube_py.store import StoreError, open_store
+
+    try:
+        store = await open_store(cfg.store_url)
+    except (StoreError, OSError, ValueError) as e:
+        raise UserError(f"cannot open the store {cfg.store_url}: {e}") from None
+    server = APIServer(cfg, store)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await server.start()
+        except OSError as e:
+            raise UserError(f"cannot listen on {cfg.bind_address}:{cfg.port}: {e.strerror}") from None
+        if kubeconfig:
+            _write_admin_kubeconfig(cfg, kubeconfig, server.port)
+            print(f"minikube-py apiserver: serving on port {server.port}; "
+                  f"kubeconfig: {kubeconfig}", flush=True)
+        await stop.wait()
+    finally:
+        await server.stop()
+        await store.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg, kubeconfig = _build_config(args)
+    asyncio.run(serve(cfg, kubeconfig))
+    return 0

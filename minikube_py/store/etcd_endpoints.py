@@ -1,0 +1,211 @@
+"""gRPC channels to a list of etcd members, with fail-over between them.
+
+etcd clients talk to one member at a time; when it stops answering (killed, partitioned, lost its
+leader) the call is retried on the next member until one answers or the store's timeout runs out,
+then :class:`StoreUnavailableError`. Which calls are safe to retry is the caller's business (see
+``etcd.py``): this module only reports, via ``Attempts``, that an earlier try may have landed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import grpc
+from aetcd import rpc
+
+from .interface import (
+    FutureRevisionError,
+    LeaseNotFoundError,
+    StoreClosedError,
+    StoreError,
+    StoreUnavailableError,
+    ValueTooLargeError,
+)
+
+T = TypeVar("T")
+
+# Codes etcd and gRPC use for "this member cannot serve you now": connection refused or reset,
+# no leader, leader changed, request timed out, too many requests. Anything else is an answer.
+RETRYABLE_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+
+CHANNEL_OPTIONS = [
+    # A list of many 1.5 MiB objects is far beyond gRPC's 4 MiB default.
+    ("grpc.max_receive_message_length", 512 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    # gRPC's default reconnect back-off grows to 120 s; a member that comes back should be usable
+    # within a second.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    # Finds a member that hangs without closing the socket (SIGSTOP, partition). etcd's default
+    # --grpc-keepalive-min-time is 5 s; pinging more often gets the connection closed.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+]
+
+# etcd's error texts (server/etcdserver/api/v3rpc/rpctypes); the status code alone is ambiguous.
+ERR_COMPACTED = "required revision has been compacted"
+ERR_FUTURE_REV = "required revision is a future revision"
+ERR_LEASE_NOT_FOUND = "requested lease not found"
+ERR_LEASE_EXISTS = "lease already exists"
+ERR_TOO_LARGE = "request is too large"
+
+
+class EtcdRequestError(StoreError):
+    """etcd refused a request for a reason none of the store's own errors covers."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"etcd: {details} ({code.name})")
+        self.code = code
+        self.details = details
+
+
+def error_details(err: grpc.aio.AioRpcError) -> str:
+    return err.details() or ""
+
+
+def is_retryable(err: grpc.aio.AioRpcError) -> bool:
+    """True when another try, maybe on another member, could succeed."""
+    # gRPC reports a message over its size limit as RESOURCE_EXHAUSTED too; that never gets better.
+    return err.code() in RETRYABLE_CODES and "larger than max" not in error_details(err)
+
+
+def translate_rpc_error(err: grpc.aio.AioRpcError) -> StoreError:
+    """The store error for an etcd answer that is not worth retrying elsewhere."""
+    details = error_details(err)
+    code = err.code()
+    if ERR_LEASE_NOT_FOUND in details:
+        return LeaseNotFoundError(details)
+    if ERR_TOO_LARGE in details or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger" in details):
+        return ValueTooLargeError(details)
+    if ERR_FUTURE_REV in details:
+        # The caller knows the requested revision; it re-raises with the numbers filled in.
+        return FutureRevisionError(-1, -1)
+    return EtcdRequestError(err.code(), details)
+
+
+@dataclass
+class Member:
+    """One endpoint's channel and the stubs bound to it (stubs are cheap but not free to build)."""
+
+    endpoint: str
+    channel: grpc.aio.Channel
+    kv: rpc.KVStub = field(init=False)
+    lease: rpc.LeaseStub = field(init=False)
+    watch: rpc.WatchStub = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kv = rpc.KVStub(self.channel)
+        self.lease = rpc.LeaseStub(self.channel)
+        self.watch = rpc.WatchStub(self.channel)
+
+
+@dataclass
+class Attempts:
+    """How many times a call was sent; more than one means an earlier try may have been applied."""
+
+    count: int = 0
+
+    @property
+    def retried(self) -> bool:
+        return self.count > 1
+
+
+def normalize_endpoint(endpoint: object) -> str:
+    if not isinstance(endpoint, str):
+        raise TypeError(f"etcd endpoints are str, not {type(endpoint).__name__}")
+    target = endpoint.strip()
+    for scheme in ("http://", "grpc://"):
+        target = target.removeprefix(scheme)
+    target = target.rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"etcd endpoint {endpoint!r} is not host:port")
+    if endpoint.strip().startswith("https://"):
+        raise ValueError(f"etcd endpoint {endpoint!r}: TLS is not supported by this client")
+    return target
+
+
+class EndpointPool:
+    """Channels to every endpoint, opened lazily; calls go to the current one and move on failure."""
+
+    def __init__(self, endpoints: list[str], timeout: float) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [endpoints]
+        if not endpoints:
+            raise ValueError("at least one etcd endpoint is required")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self.endpoints = [normalize_endpoint(e) for e in endpoints]
+        self.timeout = float(timeout)
+        # One slow member must not eat the whole budget: give each try a share, but at least one
+        # second because a write legitimately waits through a leader election (~0.25-1 s).
+        self.attempt_timeout = min(self.timeout, max(1.0, self.timeout / len(self.endpoints)))
+        self._members: dict[int, Member] = {}
+        self._current = 0
+        self.closed = False
+
+    def member(self, index: int) -> Member:
+        if self.closed:
+            raise StoreClosedError("the etcd store is closed")
+        m = self._members.get(index)
+        if m is None:
+            channel = grpc.aio.insecure_channel(self.endpoints[index], options=CHANNEL_OPTIONS)
+            m = self._members[index] = Member(self.endpoints[index], channel)
+        return m
+
+    @property
+    def current(self) -> int:
+        return self._current
+
+    def failed(self, index: int) -> None:
+        """``index`` did not answer: later calls start at the next endpoint (unless someone moved on)."""
+        if self._current == index:
+            self._current = (index + 1) % len(self.endpoints)
+
+    async def call(
+        self, fn: Callable[[Member, float], Awaitable[T]], attempts: Attempts | None = None
+    ) -> T:
+        """Run ``fn(member, per_try_timeout)`` on the current endpoint, moving on while it fails with
+        a retryable code; :class:`StoreUnavailableError` once ``timeout`` has passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        attempts = attempts if attempts is not None else Attempts()
+        last: grpc.aio.AioRpcError | None = None
+        pause = 0.02
+        while True:
+            if self.closed:
+                raise StoreClosedError("the etcd store is closed")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise StoreUnavailableError(
+                    f"no etcd endpoint answered within {self.timeout}s "
+                    f"({', '.join(self.endpoints)}): {error_details(last) if last else 'no attempt'}"
+                ) from last
+            index = self._current
+            member = self.member(index)
+            attempts.count += 1
+            try:
+                return await fn(member, min(remaining, self.attempt_timeout))
+            except grpc.aio.AioRpcError as err:
+                if self.closed:
+                    raise StoreClosedError("the etcd store is closed") from err
+                if not is_retryable(err):
+                    raise
+                last = err
+                self.failed(index)
+            # A full round without an answer: the cluster is electing or gone; do not spin.
+            if attempts.count % len(self.endpoints) == 0:
+                await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+                pause = min(pause * 2, 0.5)
+
+    async def close(self) -> None:
+        self.closed = True
+        members, self._members = list(self._members.values()), {}
+        for m in members:
+            await m.channel.close()

@@ -16,13 +16,16 @@ from .resources import ResourceInfo
 DEFAULT_TERMINATION_GRACE_PERIOD = 30
 # Secret, ConfigMap, DownwardAPI and projected volumes: 0644, as Kubernetes writes it in decimal.
 DEFAULT_VOLUME_MODE = 420
+# The two classes every cluster has (scheduling.SystemPriorityClasses).
+BUILTIN_PRIORITY_CLASSES = {"system-cluster-critical": 2000000000, "system-node-critical": 2000001000}
 # ClientIP session affinity lasts three hours unless configured (v1.DefaultClientIPServiceAffinitySeconds).
 DEFAULT_CLIENT_IP_AFFINITY_SECONDS = 10800
 
 _VOLUME_SOURCES_WITH_MODE = ("secret", "configMap", "downwardAPI", "projected")
-# Every volume source a Volume may carry besides its name: a volume with none becomes an emptyDir.
+# Every volume source a Volume may carry besides its name, in the order Kubernetes checks them; a
+# volume with none becomes an emptyDir.
 VOLUME_SOURCES = (
-    "hostPath", "emptyDir", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "secret", "nfs",
+    "emptyDir", "hostPath", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "secret", "nfs",
     "iscsi", "glusterfs", "persistentVolumeClaim", "rbd", "flexVolume", "cinder", "cephfs", "flocker",
     "downwardAPI", "fc", "azureFile", "configMap", "vsphereVolume", "quobyte", "azureDisk",
     "photonPersistentDisk", "projected", "portworxVolume", "scaleIO", "storageos", "csi", "ephemeral",
@@ -46,9 +49,11 @@ def apply_defaults(info: ResourceInfo, obj: dict) -> None:
 def _default_pod(pod: dict) -> None:
     spec = _child(pod, "spec")
     default_pod_spec(spec)
-    # The Priority admission plugin resolves a pod without priorityClassName to priority 0; it
+    # The Priority admission plugin resolves the pod's class to a number (0 without a class); it
     # runs on pods only, so templates stay without it.
-    spec.setdefault("priority", 0)
+    priority_class = spec.get("priorityClassName")
+    spec.setdefault("priority", BUILTIN_PRIORITY_CLASSES.get(priority_class, 0)
+                    if isinstance(priority_class, str) else 0)
     spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
 
 

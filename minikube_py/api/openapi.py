@@ -46,8 +46,6 @@ _SUBRESOURCES: dict[str, tuple[str | None, tuple[str, str, str] | None, tuple[st
     "finalize": (None, None, ("put",)),
 }
 
-_ACTIONS = {"get": "get", "put": "put", "patch": "patch", "post": "post", "delete": "delete"}
-
 _lock = threading.RLock()  # v2 is built from the v3 documents under the same lock
 _cache: dict[str, Any] = {}
 
@@ -108,8 +106,11 @@ def v2_protobuf() -> bytes:
     """
     data = _cache.get("v2pb")
     if data is None:
-        data = _pb_document(v2_json())
-        _cache["v2pb"] = data
+        with _lock:
+            data = _cache.get("v2pb")
+            if data is None:
+                data = _pb_document(v2_json())
+                _cache["v2pb"] = data
     return data
 
 
@@ -341,10 +342,10 @@ _V2_PREFIX = "#/definitions/"
 def _build_v2() -> dict:
     paths: dict[str, Any] = {}
     names: set[str] = set()
+    for group, versions in group_versions().items():
+        for version in versions:
+            names.update(_build_v3(group, version)["components"]["schemas"])
     for info in RESOURCES:
-        doc = v3_document(gv_path(info.group, info.version))
-        assert doc is not None
-        names.update(doc["components"]["schemas"])
         for path, item in _resource_paths(info).items():
             paths[path] = _v2_path_item(item)
     defs = schema.definitions()

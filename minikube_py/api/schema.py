@@ -6,16 +6,24 @@ definition names, the shapes of ``Quantity``/``IntOrString``/``Time``, and the l
 (``x-kubernetes-patch-*``, ``x-kubernetes-list-*``) that client-side apply needs to build a
 strategic merge patch. Those are restored here from small tables of well-known facts.
 
-Importing ``kubernetes.client`` costs ~0.4 s, so nothing is built until first use (or
-:func:`warm_up` in a background thread); the result is cached for the life of the process.
+Building means importing ~240 pydantic model classes (0.7 s on an idle machine, several seconds
+on a busy one), so nothing is built until first use (or :func:`warm_up` in a background thread),
+and the result is kept in memory and on disk (``$MINIKUBE_PY_CACHE_DIR``, else
+``$XDG_CACHE_HOME/minikube-py``), keyed by the kubernetes client's version and this module's source.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import importlib.metadata
+import json
+import os
 import re
+import tempfile
 import threading
 import typing
+from pathlib import Path
 from typing import Any
 
 from minikube_py.api.resources import RESOURCES, ResourceInfo
@@ -152,7 +160,8 @@ _LIST_META: dict[str, dict[str, _Lm]] = {
 }
 
 # The client drops the description of fields that reference another type; these are the ones
-# every kind shares (the rest fall back to the referenced type's own description).
+# every kind shares. Others borrow the referenced type's description, so that explain's FIELDS
+# list shows one (at the field itself kubectl then prints that text twice, a lesser evil).
 _REF_FIELD_DESCRIPTIONS = {
     "metadata": "Standard object's metadata. More info: "
                 "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
@@ -231,9 +240,53 @@ def definitions() -> dict[str, dict]:
         with _lock:
             defs = _cache.get("definitions")
             if defs is None:
-                defs = _Builder().build()
+                path = _disk_cache_path()
+                defs = _load(path) if path else None
+                if defs is None:
+                    defs = _Builder().build()
+                    if path:
+                        _store(path, defs)
                 _cache["definitions"] = defs
     return defs
+
+
+def _disk_cache_path() -> Path | None:
+    try:
+        version = importlib.metadata.version("kubernetes")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    base = os.environ.get("MINIKUBE_PY_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "minikube-py")
+    # The tables here and the served kinds shape the output as much as the client does.
+    key = hashlib.sha256(Path(__file__).read_bytes() + repr(RESOURCES).encode()).hexdigest()[:16]
+    return Path(base) / f"openapi-definitions-kubernetes-{version}-{key}.json"
+
+
+def _load(path: Path) -> dict[str, dict] | None:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None  # absent, unreadable or damaged: build afresh
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        return None
+    return data
+
+
+def _store(path: Path, defs: dict[str, dict]) -> None:
+    # Written whole then renamed, so a concurrent reader never sees half a file. A read-only or
+    # full disk only costs the next process a rebuild.
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".openapi-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(json.dumps(defs).encode())
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass
 
 
 def definition_name(info: ResourceInfo) -> str:
@@ -412,7 +465,7 @@ class _Builder:
             if json_name == "metadata" and bare.endswith("List"):
                 description = _LIST_METADATA_DESCRIPTION
             if not description and "allOf" in prop:
-                description = self._model_description(type_text)
+                description = self._type_description(type_text)
             if description:
                 prop["description"] = description
             lm = _LIST_META.get(bare, {}).get(json_name)
@@ -434,7 +487,7 @@ class _Builder:
         schema["properties"] = dict(sorted(props.items()))
         self._defs[name] = schema
 
-    def _model_description(self, type_text: str) -> str:
+    def _type_description(self, type_text: str) -> str:
         cls = getattr(self._client, type_text, None)
         return _clean_doc(cls.__doc__) if cls is not None else ""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import ipaddress
 import json
 import re
@@ -513,17 +514,18 @@ def _validate_annotations(errs: Errors, annotations: dict[str, str], path: str) 
 
 
 def _validate_owner_references(errs: Errors, meta: dict, path: str) -> None:
-    controllers = 0
+    controllers: list[str] = []
     for _, _ref_path, ref in _items(errs, meta, "ownerReferences", path):
         # Kubernetes reports these on the list's path, not the element's.
         for key, what in (("apiVersion", "version"), ("kind", "kind"), ("name", "name"), ("uid", "uid")):
             if not ref.get(key):
                 errs.invalid(f"{path}.{key}", ref.get(key) or "", f"{what} must not be empty")
         if ref.get("controller") is True:
-            controllers += 1
-    if controllers > 1:
+            controllers.append(f"{ref.get('kind')}/{ref.get('name')}")
+    if len(controllers) > 1:
         errs.invalid(path, GoValue("[]v1.OwnerReference{...}"),
-                     "Only one reference can have Controller set to true")
+                     'Only one reference can have Controller set to true. Found "true" in references for '
+                     + " and ".join(controllers))
 
 
 def _validate_object_meta_update(errs: Errors, new: dict, old: dict) -> None:
@@ -556,7 +558,8 @@ def validate_pod_spec(errs: Errors, spec: dict, path: str) -> None:
     names: set[str] = set()
     if not spec.get("containers"):
         errs.required(f"{path}.containers")
-    for group in ("initContainers", "containers", "ephemeralContainers"):
+    # Init containers are checked after the app containers, so a clash is reported on the init one.
+    for group in ("containers", "initContainers", "ephemeralContainers"):
         for _, cpath, container in _items(errs, spec, group, f"{path}.{group}"):
             _validate_container(errs, container, cpath, names, volumes)
 
@@ -744,19 +747,14 @@ def _validate_probe(errs: Errors, probe: dict, path: str, single_success: bool) 
 
 
 def _validate_port_num_or_name(errs: Errors, port: Any, path: str) -> None:
-    if port is None or port == 0 or port == "":
-        errs.required(path)
-    elif isinstance(port, str):
-        if port.isdigit():
-            port = int(port)
-            for msg in is_valid_port_num(port):
-                errs.invalid(path, port, msg)
-        else:
-            for msg in is_valid_port_name(port):
-                errs.invalid(path, port, msg)
-    else:
-        for msg in is_valid_port_num(port):
+    # An IntOrString: a string is a port name (even "80"), anything else a number; missing means 0.
+    if isinstance(port, str):
+        for msg in is_valid_port_name(port):
             errs.invalid(path, port, msg)
+    else:
+        value = 0 if port is None else port
+        for msg in is_valid_port_num(value):
+            errs.invalid(path, value, msg)
 
 
 def _validate_tolerations(errs: Errors, spec: dict, path: str) -> None:
@@ -797,7 +795,7 @@ def _validate_pod_update(errs: Errors, new: dict, old: dict) -> None:
     old_spec = old.get("spec") if isinstance(old.get("spec"), dict) else {}
     # Start from the old spec and let through only what may change; anything else left different
     # in the new spec is a forbidden change.
-    munged = json.loads(json.dumps(old_spec))
+    munged = copy.deepcopy(old_spec)
     for group in ("containers", "initContainers"):
         old_list, new_list = munged.get(group), new_spec.get(group)
         if isinstance(old_list, list) and isinstance(new_list, list) and len(old_list) == len(new_list):
@@ -1427,9 +1425,7 @@ def _validate_event(errs: Errors, obj: dict) -> None:
     # An event about a cluster-scoped object lives in "default" (or nowhere); otherwise namespaces agree.
     if (not involved_ns and namespace not in ("", "default")) or (involved_ns and involved_ns != namespace):
         errs.invalid("involvedObject.namespace", involved_ns, "does not match event.namespace")
-    event_type = obj.get("type")
-    if event_type not in (None, "", "Normal", "Warning"):
-        errs.not_supported("type", event_type, ("Normal", "Warning"))
+    # core/v1 does not check type or reason (only events.k8s.io does), for old clients' sake.
     _nonnegative(errs, obj, "count", "count")
 
 

@@ -14,6 +14,11 @@ from minikube_py.api import errors
 from minikube_py.store import KeyExistsError, KeyNotFoundError, Store
 
 
+def _invalid(owner: str, field: str, message: str) -> errors.ApiError:
+    """422 in the shape kubectl prints (details.causes[].field); ``owner`` is "namespace/name"."""
+    return errors.invalid("Service", owner.rpartition("/")[2], [errors.Cause(field, message)])
+
+
 class IPAllocator:
     def __init__(self, store: Store, cidr: str, reserved: tuple[str, ...] = ()) -> None:
         self.store = store
@@ -37,16 +42,14 @@ class IPAllocator:
         """Take ``ip`` (422 if taken or outside the range), or the next free address."""
         if ip is not None:
             if not self.contains(ip):
-                raise errors.ApiError(
-                    422, "Invalid", f'spec.clusterIPs: Invalid value: ["{ip}"]: failed to allocate IP '
-                    f"{ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is "
-                    f"{self.network}")
+                raise _invalid(owner, "spec.clusterIPs", f'Invalid value: ["{ip}"]: failed to allocate IP '
+                               f"{ip}: the provided IP ({ip}) is not in the valid range. The range of valid "
+                               f"IPs is {self.network}")
             try:
                 await self.store.create(self._key(ip), owner.encode())
             except KeyExistsError:
-                raise errors.ApiError(
-                    422, "Invalid", f'spec.clusterIPs: Invalid value: ["{ip}"]: failed to allocate IP '
-                    f"{ip}: provided IP is already allocated") from None
+                raise _invalid(owner, "spec.clusterIPs", f'Invalid value: ["{ip}"]: failed to allocate IP '
+                               f"{ip}: provided IP is already allocated") from None
             return ip
         size = self._last - self._first + 1
         # Start where the last allocation ended: a full scan only happens when the range is nearly full.
@@ -82,15 +85,13 @@ class PortAllocator:
     async def allocate(self, port: int | None = None, owner: str = "", field: str = "spec.ports[0].nodePort") -> int:
         if port is not None:
             if not self.first <= port <= self.last:
-                raise errors.ApiError(
-                    422, "Invalid", f"{field}: Invalid value: {port}: provided port is not in the valid "
-                    f"range. The range of valid ports is {self.first}-{self.last}")
+                raise _invalid(owner, field, f"Invalid value: {port}: provided port is not in the valid "
+                               f"range. The range of valid ports is {self.first}-{self.last}")
             try:
                 await self.store.create(self._key(port), owner.encode())
             except KeyExistsError:
-                raise errors.ApiError(
-                    422, "Invalid", f"{field}: Invalid value: {port}: provided port is already allocated"
-                ) from None
+                raise _invalid(owner, field, f"Invalid value: {port}: provided port is already allocated"
+                               ) from None
             return port
         # Random probing like Kubernetes' allocator: cheap while the range is sparse.
         size = self.last - self.first + 1

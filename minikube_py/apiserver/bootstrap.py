@@ -46,7 +46,8 @@ async def bootstrap(srv: APIServer) -> None:
     address, port = srv.config.advertise_address, srv.port
     await _ensure(srv, "", "endpoints", "default", {
         "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
         "subsets": [{"addresses": [{"ip": address}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
     })
     await _ensure(srv, "discovery.k8s.io", "endpointslices", "default", {

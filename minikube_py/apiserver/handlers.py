@@ -44,6 +44,9 @@ async def handle_resource(srv: APIServer, request: web.Request, ri: RequestInfo)
         if ri.subresource not in info.subresources:
             raise errors.not_found_path()
         return await _subresource(srv, request, ri, info, namespace)
+    # As kube-apiserver routes them: POST only on a collection, PUT and PATCH only on an object.
+    if (request.method == "POST") == (ri.name is not None) and request.method in ("POST", "PUT", "PATCH"):
+        raise errors.method_not_allowed("the server does not allow this method on the requested resource")
     verb = ri.verb
     if verb == "get":
         obj = await srv.registry.get(info, namespace, ri.name or "")
@@ -452,7 +455,7 @@ async def _subresource(srv: APIServer, request: web.Request, ri: RequestInfo, in
         await _body(request)
         await reg.delete(info, namespace, name, DeleteOptions())
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
-    elif sub in ("log", "exec"):
+    elif (sub == "log" and method == "GET") or (sub == "exec" and method in ("GET", "POST")):
         from .kubelet_proxy import proxy_to_kubelet
 
         pod = await reg.get(info, namespace, name)
@@ -545,6 +548,32 @@ async def _binding(srv: APIServer, request: web.Request, info: ResourceInfo, nam
     return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
 
 
+def is_bindings_create(request: web.Request, ri: RequestInfo) -> bool:
+    """POST /api/v1/namespaces/<ns>/bindings: the older form of pods/<name>/binding, which the
+    kubernetes Python client's create_namespaced_binding (and old schedulers) still use."""
+    return (request.method == "POST" and ri.api_prefix == "api" and ri.version == "v1"
+            and ri.resource == "bindings" and ri.namespace is not None and ri.name is None
+            and not ri.subresource)
+
+
+async def handle_bindings(srv: APIServer, request: web.Request, ri: RequestInfo) -> web.Response:
+    from minikube_py.api.resources import lookup
+
+    from .server import accepts
+
+    accepts(request)
+    body = decode_body(await _body(request), request.headers.get("Content-Type"))
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not name:
+        raise errors.invalid("Binding", "", [errors.Cause("metadata.name", "Required value",
+                                                          "FieldValueRequired")])
+    pods = lookup("", "v1", "pods")
+    assert pods is not None
+    # aiohttp caches the body, so _binding reads the same bytes again.
+    return await _binding(srv, request, pods, ri.namespace, name)
+
+
 # ---- non-resource endpoints served by handlers ------------------------------------------------------
 
 async def handle_review(srv: APIServer, request: web.Request, ri: RequestInfo) -> web.Response:
@@ -598,13 +627,14 @@ async def handle_openapi(srv: APIServer, request: web.Request, parts: list[str])
         return _json(await asyncio.to_thread(openapi.v3_index))
     if len(parts) > 2 and parts[:2] == ["openapi", "v3"]:
         gv = "/".join(parts[2:])
-        doc = await asyncio.to_thread(openapi.v3_document, gv)
-        if doc is None:
+        body = await asyncio.to_thread(openapi.v3_document_bytes, gv)
+        if body is None:
             raise errors.not_found_path()
-        resp = _json(doc)
+        resp = web.Response(body=body, content_type="application/json")
         if request.query.get("hash"):
+            # Hashed URLs never change content, as on the real apiserver: clients may cache forever.
             resp.headers["Cache-Control"] = "public, immutable"
-            resp.headers["Etag"] = f'"{request.query["hash"]}"'
+            resp.headers["Etag"] = f'"{openapi.v3_hash(gv)}"'
         return resp
     raise errors.not_found_path()
 

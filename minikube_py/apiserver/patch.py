@@ -679,7 +679,8 @@ def _order(merged: list, patch_keys: list, server_keys: list, keyf: Callable[[An
 _SERVER_META = frozenset({"name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
                           "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"})
 
-Path = tuple[tuple[str, str], ...]
+# A field path as FieldsV1 spells its segments: ("f:spec", "f:containers", 'k:{"name":"web"}', "f:image").
+Path = tuple[str, ...]
 
 
 def apply_server_side(live: dict | None, applied: dict, info: ResourceInfo, manager: str,
@@ -740,7 +741,7 @@ def _apply(live: dict | None, applied: dict, info: ResourceInfo, manager: str, f
         if entry.get("operation") != "Apply":
             continue
         for path in applied_fields & fields:
-            if path[-1][0] != "f":
+            if not path[-1].startswith("f:"):
                 continue  # both want the element or set value to exist: no conflict
             ours = _value_at(config, path)
             theirs = _value_at(live, path)
@@ -827,16 +828,16 @@ def _members(config: dict, schema: Struct) -> set[Path]:
             if key in skip:
                 continue
             meta = struct.get(key) if struct else None
-            here = (*path, ("f", key))
+            here = (*path, f"f:{key}")
             if isinstance(value, dict) and value:
                 walk(value, meta.struct if meta else None, here,
                      _SERVER_META if not path and key == "metadata" else ())
             elif isinstance(value, list) and value and meta is not None and meta.merge:
                 for element in value:
                     if meta.merge_key is None:
-                        out.add((*here, ("v", _canonical(element))))
+                        out.add((*here, f"v:{_canonical(element)}"))
                     elif isinstance(element, dict) and meta.merge_key in element:
-                        at = (*here, ("k", _canonical({meta.merge_key: element[meta.merge_key]})))
+                        at = (*here, f"k:{_canonical({meta.merge_key: element[meta.merge_key]})}")
                         out.add(at)
                         walk(element, meta.struct, at, ())
             else:
@@ -849,15 +850,16 @@ def _members(config: dict, schema: Struct) -> set[Path]:
 def fields_v1(fields: Iterable[Path]) -> dict:
     """A field set as ``managedFields[].fieldsV1`` spells it (``f:``, ``k:``, ``v:`` and ``.``)."""
     root: dict = {}
-    members = sorted(fields)
-    for path in members:
+    members = []
+    for path in sorted(fields):
         node = root
-        for kind, name in path:
-            node = node.setdefault(f"{kind}:{name}", {})
-    for path in members:
-        node = root
-        for kind, name in path:
-            node = node[f"{kind}:{name}"]
+        for segment in path:
+            child = node.get(segment)
+            if child is None:
+                child = node[segment] = {}
+            node = child
+        members.append(node)
+    for node in members:
         if node and "." not in node:
             node["."] = {}
     return root
@@ -869,10 +871,9 @@ def parse_fields_v1(value: Any) -> set[Path]:
 
     def walk(node: dict, path: Path) -> None:
         for key, child in node.items():
-            kind, sep, name = key.partition(":")
-            if not sep:
+            if key == "." or key[1:2] != ":":
                 continue
-            here = (*path, (kind, name))
+            here = (*path, key)
             if not isinstance(child, dict) or not child or "." in child:
                 out.add(here)
             if isinstance(child, dict):
@@ -885,12 +886,13 @@ def parse_fields_v1(value: Any) -> set[Path]:
 
 def _is_element_key(path: Path) -> bool:
     # The key field of an element that stays must not be removed with the manager's other fields.
-    if len(path) < 2 or path[-2][0] != "k" or path[-1][0] != "f":
+    if len(path) < 2 or not path[-2].startswith("k:") or not path[-1].startswith("f:"):
         return False
-    return path[-1][1] in orjson.loads(path[-2][1])
+    return path[-1][2:] in orjson.loads(path[-2][2:])
 
 
-def _find_element(items: list, kind: str, name: str) -> int | None:
+def _find_element(items: list, segment: str) -> int | None:
+    kind, name = segment[0], segment[2:]
     if kind == "k":
         wanted = orjson.loads(name)
         for i, item in enumerate(items):
@@ -906,15 +908,16 @@ def _find_element(items: list, kind: str, name: str) -> int | None:
 
 
 def _value_at(node: Any, path: Path) -> Any:
-    for kind, name in path:
-        if kind == "f":
+    for segment in path:
+        if segment.startswith("f:"):
+            name = segment[2:]
             if not isinstance(node, dict) or name not in node:
                 return _MISSING
             node = node[name]
         else:
             if not isinstance(node, list):
                 return _MISSING
-            at = _find_element(node, kind, name)
+            at = _find_element(node, segment)
             if at is None:
                 return _MISSING
             node = node[at]
@@ -923,9 +926,9 @@ def _value_at(node: Any, path: Path) -> Any:
 
 def _without(node: Any, path: Path, struct: Struct | None) -> Any:
     """``node`` without the field at ``path``, copying only the containers on the way."""
-    kind, name = path[0]
-    rest = path[1:]
-    if kind == "f":
+    segment, rest = path[0], path[1:]
+    if segment.startswith("f:"):
+        name = segment[2:]
         if not isinstance(node, dict) or name not in node:
             return node
         out = dict(node)
@@ -937,14 +940,14 @@ def _without(node: Any, path: Path, struct: Struct | None) -> Any:
         new_child = _without(child, rest, meta.struct if meta else None)
         if new_child is child:
             return node
-        if isinstance(new_child, dict) and not new_child:
-            del out[name]  # emptied by this removal: drop it rather than leave {}
+        if isinstance(new_child, dict | list) and not new_child:
+            del out[name]  # emptied by this removal: drop it rather than leave {} or []
         else:
             out[name] = new_child
         return out
     if not isinstance(node, list):
         return node
-    at = _find_element(node, kind, name)
+    at = _find_element(node, segment)
     if at is None:
         return node
     out_list = list(node)
@@ -961,7 +964,8 @@ def _without(node: Any, path: Path, struct: Struct | None) -> Any:
 
 def _path_text(path: Path) -> str:
     text = []
-    for kind, name in path:
+    for segment in path:
+        kind, name = segment[0], segment[2:]
         if kind == "f":
             text.append(f".{name}")
         elif kind == "k":

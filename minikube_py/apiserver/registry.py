@@ -3,7 +3,6 @@ generic registry, with per-kind rules (``strategy``) for status, generation and 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -306,7 +305,8 @@ class Registry:
                     raise errors.conflict(info.plural, name, info.group) from None
                 continue
             await strategy.release(self, info, strategy.released_by_update(info, new, old))
-            m["resourceVersion"] = str(written.mod_revision)
+            # Not ``m``: a status or finalize write replaces new["metadata"] with a fresh dict.
+            meta(new)["resourceVersion"] = str(written.mod_revision)
             return new, False
         raise errors.conflict(info.plural, name, info.group, "too many concurrent updates; try again")
 
@@ -390,7 +390,13 @@ class Registry:
             yield WatchEvent("__INITIAL_END__", {"metadata": {"resourceVersion": str(start)}})
         else:
             start = resource_version or 0
-        watch = self.store.watch(prefix, start)
+        try:
+            watch = self.store.watch(prefix, start)
+        except CompactedError:
+            # The sqlite store refuses a compacted start at once (etcd while streaming, below).
+            yield WatchEvent("ERROR", errors.gone(
+                f"too old resource version: {start} ({await self.store.compacted_revision()})").status())
+            return
         try:
             async for ev in watch:
                 if ev.type is EventType.DELETE:
@@ -413,19 +419,3 @@ class Registry:
                 "the watch fell too far behind and was dropped; re-list").status())
         finally:
             await watch.close()
-
-
-async def wait_for(pred: Callable[[], Awaitable[bool]], timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if await pred():
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
-def age_seconds(ts: str | None) -> float:
-    if not ts:
-        return 0.0
-    return (dt.datetime.now(dt.UTC) - objects.parse_rfc3339(ts)).total_seconds()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from minikube_py.api.errors import bad_request
@@ -356,6 +357,8 @@ class _LabelParser:
                 raise _SelectorError(f"found '{literal}', expected: ',', or identifier")
 
 
+# Selectors are immutable and clients (informers, kubectl) repeat the same few, so parses are cached.
+@lru_cache(maxsize=512)
 def parse_label_selector(text: str) -> LabelSelector:
     """Parse ``?labelSelector=``: ``k=v``, ``k==v``, ``k!=v``, ``k in (a,b)``, ``k notin (a)``,
     ``k`` (exists), ``!k`` (does not exist), ``k>1``, ``k<1``; terms separated by commas."""
@@ -562,6 +565,7 @@ def selectable_fields(info: ResourceInfo) -> tuple[str, ...]:
     return (*_METADATA_FIELDS, *_FIELDS.get((info.group, info.kind), {}))
 
 
+@lru_cache(maxsize=512)
 def parse_field_selector(text: str, info: ResourceInfo) -> FieldSelector:
     """Parse ``?fieldSelector=`` for a kind: comma-separated ``f=v``, ``f==v``, ``f!=v`` in any order."""
     kind_fields = _FIELDS.get((info.group, info.kind))

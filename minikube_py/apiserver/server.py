@@ -104,7 +104,7 @@ class APIServer:
         if header.startswith("Bearer ") and self.tokens is not None:
             info = self.tokens.authenticate(header[7:].strip())
             if info is not None:
-                return User(info.name, info.uid, tuple(info.groups) + ("system:authenticated",))
+                return User(info.name, info.uid, (*info.groups, "system:authenticated"))
             return None
         peer = request.transport.get_extra_info("peercert") if request.transport else None
         if peer:
@@ -174,13 +174,20 @@ class APIServer:
         path = request.path
         if ri.is_resource:
             if ri.info is None:
+                if handlers.is_bindings_create(request, ri):
+                    return await handlers.handle_bindings(self, request, ri)
+                # Reviews parse as resources of their groups but are answered, never stored.
+                if request.method == "POST" and ri.group in discovery.EXTRA_GROUPS:
+                    return await handlers.handle_review(self, request, ri)
                 raise errors.not_found_path()
             return await handlers.handle_resource(self, request, ri)
         if request.method not in ("GET", "HEAD"):
             if path.startswith("/apis/authorization.k8s.io/v1/") or path.startswith(
                     "/apis/authentication.k8s.io/v1/"):
                 return await handlers.handle_review(self, request, ri)
-            raise errors.method_not_allowed(f"the server does not allow this method on the requested resource")
+            if not _known_non_resource(ri.parts):
+                raise errors.not_found_path()  # kube-apiserver: 404 for a path it does not serve at all
+            raise errors.method_not_allowed("the server does not allow this method on the requested resource")
         if path in HEALTH_PATHS or path.startswith(("/healthz/", "/livez/", "/readyz/")):
             if path.startswith("/readyz") and not self.ready:
                 return web.Response(status=503, text="[-]bootstrap not finished\nreadyz check failed\n")
@@ -255,6 +262,11 @@ class APIServer:
             assert server is not None
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         await bootstrap(self)
+        # Building the OpenAPI documents takes seconds on a cold cache: do it off the event loop now,
+        # not in the first kubectl apply's request.
+        from minikube_py.api import openapi
+
+        self._warm = asyncio.get_running_loop().run_in_executor(None, openapi.warm_up)
         self.ready = True
         log.info("serving on %s:%d", self.config.bind_address, self.port)
 
@@ -263,6 +275,21 @@ class APIServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def _known_non_resource(parts: list[str]) -> bool:
+    """Whether GET serves this non-resource path (so another method there is 405, not 404)."""
+    if parts[:1] in (["version"], ["metrics"], ["healthz"], ["livez"], ["readyz"], ["openapi"]):
+        return True
+    if parts in (["api"], ["apis"]):
+        return True
+    if parts[:1] == ["api"] and len(parts) == 2:
+        return discovery.resource_list("", parts[1]) is not None
+    if parts[:1] == ["apis"] and len(parts) == 2:
+        return discovery.api_group(parts[1]) is not None
+    if parts[:1] == ["apis"] and len(parts) == 3:
+        return discovery.resource_list(parts[1], parts[2]) is not None
+    return False
 
 
 def _forbidden_message(user: User, ri: RequestInfo) -> str:
@@ -314,4 +341,4 @@ def watch_timeout(query: dict[str, str]) -> float:
 def accepts(request: web.Request) -> None:
     if not accepts_json(request.headers.get("Accept")):
         raise errors.ApiError(406, "NotAcceptable",
-                              f"only the following media types are accepted: application/json, application/yaml")
+                              "only the following media types are accepted: application/json, application/yaml")

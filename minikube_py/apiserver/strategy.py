@@ -28,6 +28,12 @@ _DEFAULT_TOLERATIONS = (
 )
 
 
+_REQUIRED_STATUS_COUNTERS = {
+    "ReplicaSet": ("replicas",),
+    "DaemonSet": ("currentNumberScheduled", "numberMisscheduled", "desiredNumberScheduled", "numberReady"),
+}
+
+
 def _now_plus(seconds: int) -> str:
     t = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -47,7 +53,9 @@ def prepare_for_create(info: ResourceInfo, obj: dict[str, Any]) -> None:
                         tolerations.append(dict(t))
         obj["status"] = {"phase": "Pending", "qosClass": _qos_class(spec if isinstance(spec, dict) else {})}
     elif kind in ("Deployment", "ReplicaSet", "DaemonSet"):
-        obj["status"] = {}
+        # Go serializes these status counters without omitempty, so clients (the Python client's
+        # models among them) expect them present from the start.
+        obj["status"] = dict.fromkeys(_REQUIRED_STATUS_COUNTERS.get(kind, ()), 0)
     elif kind == "Service":
         obj["status"] = {"loadBalancer": {}}
     elif kind == "Namespace":
@@ -79,6 +87,9 @@ def prepare_for_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, A
             new_meta[f] = old_meta[f]
         else:
             new_meta.pop(f, None)
+    if "managedFields" in old_meta and "managedFields" not in new_meta:
+        # Field ownership survives writes that do not mention it (server-side apply needs it).
+        new_meta["managedFields"] = old_meta["managedFields"]
     if subresource == "status":
         # The status endpoint changes status only; everything else stays as stored.
         rv = new_meta.get("resourceVersion")
@@ -191,7 +202,7 @@ async def allocate(
             elif ip != "None" and ("ip", ip) not in held:
                 if dry_run:
                     if not reg.ips.contains(ip):
-                        await reg.ips.allocate(ip)  # raises the range error without reserving
+                        await reg.ips.allocate(ip, owner=owner)  # raises the range error, reserves nothing
                 else:
                     await reg.ips.allocate(ip, owner=owner)
                     taken.append(("ip", ip))

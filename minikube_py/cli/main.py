@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "minikube_py.cli.pki_cmd",
     "minikube_py.cli.apiserver_cmd",
+    "minikube_py.cli.store_cmd",
 ]
 
 

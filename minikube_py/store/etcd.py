@@ -48,6 +48,7 @@ from .etcd_endpoints import (
     ERR_FUTURE_REV,
     ERR_LEASE_EXISTS,
     ERR_LEASE_NOT_FOUND,
+    REQUIRE_LEADER,
     Attempts,
     EndpointPool,
     Member,
@@ -144,7 +145,11 @@ class EtcdStore(Store):
 
     @classmethod
     async def open(
-        cls, endpoints: list[str], *, watch_buffer: int = 1000, timeout: float = 5.0  # noqa: ASYNC109
+        cls,
+        endpoints: list[str],
+        *,
+        watch_buffer: int = 1000,
+        timeout: float = 5.0,  # noqa: ASYNC109
     ) -> EtcdStore:
         """Connect to ``endpoints`` (``host:port``); :class:`StoreUnavailableError` if none answers
         within ``timeout`` seconds, which is also the limit of every later call."""
@@ -177,7 +182,7 @@ class EtcdStore(Store):
         left to the caller, who knows the numbers)."""
 
         async def once(member: Member, budget: float) -> Any:
-            return await getattr(member.kv, method)(request, timeout=budget)
+            return await getattr(member.kv, method)(request, timeout=budget, metadata=REQUIRE_LEADER)
 
         resp = await self._pool.call(once, attempts)
         self._observe(resp.header.revision)
@@ -280,9 +285,7 @@ class EtcdStore(Store):
             return current  # an earlier try of this call was applied (see the module docstring)
         raise KeyExistsError(key, current)
 
-    async def update(
-        self, key: str, value: bytes, expected_mod_revision: int, lease: int = 0
-    ) -> KeyValue:
+    async def update(self, key: str, value: bytes, expected_mod_revision: int, lease: int = 0) -> KeyValue:
         self._check_open()
         key = check_key(key)
         value = check_value(value)
@@ -297,9 +300,7 @@ class EtcdStore(Store):
                 # expected_mod_revision=0 from creating the key.
                 compare=[_compare(k, "MOD", "EQUAL", expected), _compare(k, "VERSION", "GREATER", 0)],
                 success=[
-                    rpc.RequestOp(
-                        request_put=rpc.PutRequest(key=k, value=value, lease=lease, prev_kv=True)
-                    )
+                    rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=value, lease=lease, prev_kv=True))
                 ],
                 failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=k))],
             ),
@@ -383,7 +384,9 @@ class EtcdStore(Store):
         attempts = Attempts()
 
         async def once(member: Member, budget: float) -> Any:
-            return await member.kv.Compact(rpc.CompactionRequest(revision=rev), timeout=budget)
+            return await member.kv.Compact(
+                rpc.CompactionRequest(revision=rev), timeout=budget, metadata=REQUIRE_LEADER
+            )
 
         try:
             resp = await self._pool.call(once, attempts)
@@ -434,7 +437,7 @@ class EtcdStore(Store):
 
         async def once(member: Member, budget: float) -> Any:
             return await member.lease.LeaseGrant(
-                rpc.LeaseGrantRequest(TTL=ttl_seconds, ID=lease_id), timeout=budget
+                rpc.LeaseGrantRequest(TTL=ttl_seconds, ID=lease_id), timeout=budget, metadata=REQUIRE_LEADER
             )
 
         try:
@@ -456,7 +459,7 @@ class EtcdStore(Store):
 
         async def once(member: Member, budget: float) -> Any:
             # The keep-alive RPC is a stream; one request and its answer is one renewal.
-            call = member.lease.LeaseKeepAlive(timeout=budget)
+            call = member.lease.LeaseKeepAlive(timeout=budget, metadata=REQUIRE_LEADER)
             try:
                 await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
                 return await call.read()
@@ -482,7 +485,9 @@ class EtcdStore(Store):
         attempts = Attempts()
 
         async def once(member: Member, budget: float) -> Any:
-            return await member.lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id), timeout=budget)
+            return await member.lease.LeaseRevoke(
+                rpc.LeaseRevokeRequest(ID=lease_id), timeout=budget, metadata=REQUIRE_LEADER
+            )
 
         try:
             resp = await self._pool.call(once, attempts)

@@ -17,6 +17,7 @@ import grpc
 from aetcd import rpc
 
 from .etcd_endpoints import (
+    REQUIRE_LEADER,
     EndpointPool,
     Member,
     error_details,
@@ -33,10 +34,6 @@ from .interface import (
     Watch,
     WatchDroppedError,
 )
-
-# Ask the member to end our stream when it loses its leader (etcd's rpctypes.MetadataRequireLeaderKey):
-# a member cut off from the quorum would otherwise keep the stream open and silently deliver nothing.
-REQUIRE_LEADER = (("hasleader", "true"),)
 
 
 def kv_from_pb(kv: rpc.KeyValue) -> KeyValue:
@@ -153,6 +150,14 @@ class EtcdWatch(Watch):
                     last = err
                 except TimeoutError as err:
                     last = err
+                except asyncio.CancelledError as err:
+                    # grpc.aio raises CancelledError from a read on a call that was cancelled under
+                    # it (a member going away can do that too); only our own task's cancellation
+                    # may end the loop.
+                    task = asyncio.current_task()
+                    if self._closed or (task is not None and task.cancelling()):
+                        raise
+                    last = err
                 self._pool.failed(index)
                 now = loop.time()
                 if failing_since is None or self._healthy:
@@ -182,12 +187,12 @@ class EtcdWatch(Watch):
                     create_request=rpc.WatchCreateRequest(
                         key=self._key,
                         range_end=self._range_end,
-                        start_revision=self._next,
+                        start_revision=self._next if self._streams_opened == 0 else 0,
                         prev_kv=True,
                     )
                 )
             )
-            first = await asyncio.wait_for(call.read(), self._pool.attempt_timeout)
+            first = await asyncio.wait_for(call.read(), self._pool.first_try)
             if first is not grpc.aio.EOF:
                 self._streams_opened += 1
             while first is not grpc.aio.EOF:
@@ -223,4 +228,3 @@ class EtcdWatch(Watch):
         if self._error is None:
             self._error = error
         self._wakeup.set()
-

@@ -42,8 +42,10 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 """
 
-# A 16 MiB page cache per connection, and reads through mmap so that the connections share the
-# kernel's page cache instead of each copying pages in (a cold 10,000-key range: ~50 -> ~20 ms).
+# A 16 MiB page cache per connection, and reads through mmap so that the reader connections share
+# the kernel's page cache instead of each copying pages into its own: a range lands on whichever
+# reader thread is free, and measured on the dev VM a 10,000-key range of 1 KiB values went from
+# ~80 to ~60 ms with it. SQLite writes through write(), not the map, so durability is unchanged.
 _CACHE_PRAGMAS = ("PRAGMA cache_size = -16384", "PRAGMA mmap_size = 268435456")
 
 

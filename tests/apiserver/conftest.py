@@ -51,7 +51,7 @@ class LocalAPIServer:
 
 def start_apiserver(data_dir: Path, *extra: str, timeout: float = 30.0) -> LocalAPIServer:
     """Start ``minikube-py apiserver --local`` on a free port and wait until it serves."""
-    log = open(data_dir.parent / f"{data_dir.name}.log", "w")  # noqa: SIM115 - closed with the process
+    log = open(data_dir.parent / f"{data_dir.name}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "minikube_py", "apiserver", "--local", "--data-dir", str(data_dir),
          "--port", "0", *extra],

@@ -106,25 +106,25 @@ class EtcdCluster:
         try:
             for m in self._members:
                 with open(m.log_path, "wb") as log:
+                    flags = {
+                        "name": m.name,
+                        "data-dir": str(m.data_dir),
+                        "listen-client-urls": m.client_url,
+                        "advertise-client-urls": m.client_url,
+                        "listen-peer-urls": m.peer_url,
+                        "initial-advertise-peer-urls": m.peer_url,
+                        "initial-cluster": initial_cluster,
+                        "initial-cluster-state": "new",
+                        "initial-cluster-token": token,
+                        "heartbeat-interval": str(HEARTBEAT_MS),
+                        "election-timeout": str(ELECTION_TIMEOUT_MS),
+                        "max-request-bytes": str(MAX_REQUEST_BYTES),
+                        "logger": "zap",
+                        "log-outputs": "stderr",
+                        "log-level": "warn",
+                    }
                     m.process = subprocess.Popen(
-                        [
-                            ETCD_BINARY,
-                            "--name", m.name,
-                            "--data-dir", str(m.data_dir),
-                            "--listen-client-urls", m.client_url,
-                            "--advertise-client-urls", m.client_url,
-                            "--listen-peer-urls", m.peer_url,
-                            "--initial-advertise-peer-urls", m.peer_url,
-                            "--initial-cluster", initial_cluster,
-                            "--initial-cluster-state", "new",
-                            "--initial-cluster-token", token,
-                            "--heartbeat-interval", str(HEARTBEAT_MS),
-                            "--election-timeout", str(ELECTION_TIMEOUT_MS),
-                            "--max-request-bytes", str(MAX_REQUEST_BYTES),
-                            "--logger", "zap",
-                            "--log-outputs", "stderr",
-                            "--log-level", "warn",
-                        ],
+                        [ETCD_BINARY, *(f"--{name}={value}" for name, value in flags.items())],
                         stdin=subprocess.DEVNULL,
                         stdout=log,
                         stderr=subprocess.STDOUT,

@@ -7,6 +7,7 @@ revisions relative to ones they observed, never to absolute numbers.
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -343,6 +344,49 @@ async def test_compaction_drops_old_revisions_and_keeps_current_values(store: St
     async with store.watch(prefix, v3.mod_revision) as watch:
         assert [e.kv for e in await collect(watch, 1)] == [v4]
     assert await store.get(key, revision=v4.mod_revision) == v4
+
+
+async def test_history_matches_a_model_before_and_after_compaction(store: Store, prefix: str) -> None:
+    """Random guarded writes on a few keys; every past revision must read back as the model says."""
+    rng = random.Random(20240611)
+    keys = [f"{prefix}k{i}" for i in range(6)]
+    state: dict[str, KeyValue] = {}
+    snapshots: list[tuple[int, dict[str, KeyValue]]] = []
+    for step in range(150):
+        key = rng.choice(keys)
+        current = state.get(key)
+        if current is None:
+            kv = await store.create(key, f"{step}".encode())
+            state[key] = kv
+        elif rng.random() < 0.3:
+            assert await store.delete(key, expected_mod_revision=current.mod_revision) == current
+            del state[key]
+            kv = None
+        else:
+            kv = await store.update(key, f"{step}".encode(), current.mod_revision)
+            assert kv.version == current.version + 1 and kv.create_revision == current.create_revision
+            state[key] = kv
+        revision = kv.mod_revision if kv else await store.current_revision()
+        snapshots.append((revision, dict(state)))
+
+    async def check(revision: int, expected: dict[str, KeyValue]) -> None:
+        result = await store.range(prefix, revision=revision)
+        assert result.items == [expected[k] for k in sorted(expected)], f"range at {revision}"
+        for key in keys:
+            assert await store.get(key, revision=revision) == expected.get(key), f"{key} at {revision}"
+
+    for revision, expected in snapshots[::7]:
+        await check(revision, expected)
+
+    middle, _ = snapshots[len(snapshots) // 2]
+    await store.compact(middle)
+    for revision, expected in snapshots:
+        if revision < middle:
+            with pytest.raises(CompactedError):
+                await store.range(prefix, revision=revision)
+        elif revision % 3 == 0 or revision == middle:
+            await check(revision, expected)
+    assert (await store.range(prefix)).items == [state[k] for k in sorted(state)]
 
 
 async def test_compacting_a_future_revision_is_refused(store: Store, prefix: str) -> None:

@@ -371,6 +371,39 @@ def _walk(defs: dict[str, dict], schema: dict, value: Any, path: str, found: lis
                     _walk(defs, items, sub, f"{path}[{i}]", found)
 
 
+def prune_unknown_fields(info: ResourceInfo, obj: dict) -> None:
+    """Drop, in place, every field :func:`unknown_fields` reports (Kubernetes never stores them).
+
+    Walks the object itself rather than parsing the reported paths, which cannot say which part of
+    a key such as ``"a.b"`` or ``""`` is a name."""
+    defs = definitions()
+    _prune(defs, defs[definition_name(info)], obj)
+
+
+def _prune(defs: dict[str, dict], schema: dict, value: Any) -> None:
+    schema = _resolve(defs, schema)
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        if props is not None:
+            for key in [k for k in value if k not in props]:
+                del value[key]
+            for key, sub in value.items():
+                if sub is not None:
+                    _prune(defs, props[key], sub)
+            return
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for sub in value.values():
+                if sub is not None:
+                    _prune(defs, extra, sub)
+    elif isinstance(value, list):
+        items = schema.get("items")
+        if isinstance(items, dict):
+            for sub in value:
+                if sub is not None:
+                    _prune(defs, items, sub)
+
+
 def _resolve(defs: dict[str, dict], schema: dict) -> dict:
     # Properties that point at a type wrap the $ref in allOf (the apiserver's v3 shape).
     for _ in range(8):

@@ -289,7 +289,7 @@ def _check_kind(obj: Any, info: ResourceInfo) -> dict[str, Any]:
 
 def _unknown_fields(request: web.Request, info: ResourceInfo, obj: dict[str, Any]) -> list[str]:
     mode = _field_validation(request)
-    from minikube_py.api.schema import unknown_fields
+    from minikube_py.api.schema import prune_unknown_fields, unknown_fields
 
     unknown = unknown_fields(info, obj)
     if not unknown:
@@ -297,32 +297,8 @@ def _unknown_fields(request: web.Request, info: ResourceInfo, obj: dict[str, Any
     if mode == "Strict":
         text = ", ".join(f'unknown field "{u}"' for u in unknown)
         raise errors.bad_request(f"strict decoding error: {text}")
-    for path in unknown:
-        _prune(obj, path)
+    prune_unknown_fields(info, obj)  # Kubernetes never stores what it does not know
     return [f'unknown field "{u}"' for u in unknown] if mode == "Warn" else []
-
-
-def _prune(obj: Any, path: str) -> None:
-    """Remove the field at a path like ``spec.containers[0].bogus`` (Kubernetes drops what it does
-    not know, so unknown fields are never stored)."""
-    tokens: list[str | int] = []
-    for part in path.split("."):
-        while "[" in part and part.endswith("]"):
-            head, idx = part[: part.index("[")], part[part.index("[") + 1 : part.index("]")]
-            if head:
-                tokens.append(head)
-            tokens.append(int(idx) if idx.isdigit() else idx)
-            part = part[part.index("]") + 1 :]
-        if part:
-            tokens.append(part)
-    cur = obj
-    for t in tokens[:-1]:
-        try:
-            cur = cur[t]
-        except (KeyError, IndexError, TypeError):
-            return
-    if isinstance(cur, dict):
-        cur.pop(tokens[-1], None)  # type: ignore[arg-type]
 
 
 async def _create(srv: APIServer, request: web.Request, info: ResourceInfo, namespace: str | None

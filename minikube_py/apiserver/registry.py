@@ -3,7 +3,6 @@ generic registry, with per-kind rules (``strategy``) for status, generation and 
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field

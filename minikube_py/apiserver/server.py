@@ -312,7 +312,10 @@ def error_response(e: errors.ApiError) -> web.Response:
 def json_response(obj: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
     resp = web.Response(status=status, body=dumps(obj), content_type="application/json")
     for w in warnings or ():
-        resp.headers.add("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        text = w.replace("\\", "\\\\").replace('"', '\\"')
+        # A warning may quote a client's field name; a control character would break the header.
+        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+        resp.headers.add("Warning", f'299 - "{text}"')
     return resp
 
 

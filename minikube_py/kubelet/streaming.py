@@ -214,6 +214,7 @@ async def relay_process(channels: ChannelSocket, proc: ExecProcess, options: Str
                 if msg.type != WSMsgType.BINARY or not msg.data:
                     continue  # the v4/v5 protocols are binary only
                 channel, payload = msg.data[0], msg.data[1:]
+                log.debug("exec channel %d: %d bytes", channel, len(payload))
                 if channel == STDIN and options.stdin:
                     await proc.write_stdin(payload)
                 elif channel == RESIZE and options.tty:
@@ -246,6 +247,9 @@ async def relay_process(channels: ChannelSocket, proc: ExecProcess, options: Str
                 log.warning("exec output pump failed: %r", p.exception())
         await channels.finish(exit_status(exited.result()))
     finally:
+        if not exited.done():
+            # Cancelled (the server stops, or aiohttp saw the connection drop): no orphan commands.
+            proc.kill()
         for t in (*pumps, receiver, gone, exited):
             t.cancel()
         await asyncio.gather(*pumps, receiver, gone, exited, return_exceptions=True)

@@ -48,6 +48,7 @@ from .etcd_endpoints import (
     ERR_FUTURE_REV,
     ERR_LEASE_EXISTS,
     ERR_LEASE_NOT_FOUND,
+    PROBE_KEY,
     REQUIRE_LEADER,
     Attempts,
     EndpointPool,
@@ -74,8 +75,6 @@ from .interface import (
     check_value,
 )
 
-# A key no store caller can write (check_key refuses NUL): reads of it cost etcd almost nothing.
-PROBE_KEY = b"\x00minikube-py/probe"
 # etcd lease ids are int64 and 0 means "no lease".
 MAX_LEASE_ID = 2**63 - 1
 
@@ -299,9 +298,7 @@ class EtcdStore(Store):
                 # etcd compares a missing key as all-zero revisions: "version > 0" keeps
                 # expected_mod_revision=0 from creating the key.
                 compare=[_compare(k, "MOD", "EQUAL", expected), _compare(k, "VERSION", "GREATER", 0)],
-                success=[
-                    rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=value, lease=lease, prev_kv=True))
-                ],
+                success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=value, lease=lease, prev_kv=True))],
                 failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=k))],
             ),
             attempts,
@@ -313,12 +310,7 @@ class EtcdStore(Store):
         current = _failure_kv(resp)
         if current is None:
             raise KeyNotFoundError(key)
-        if (
-            attempts.retried
-            and current.mod_revision > expected
-            and current.value == value
-            and current.lease == lease
-        ):
+        if attempts.retried and current.mod_revision > expected and current.value == value and current.lease == lease:
             return current  # an earlier try of this call was applied (see the module docstring)
         raise ConflictError(key, expected, current)
 
@@ -384,9 +376,7 @@ class EtcdStore(Store):
         attempts = Attempts()
 
         async def once(member: Member, budget: float) -> Any:
-            return await member.kv.Compact(
-                rpc.CompactionRequest(revision=rev), timeout=budget, metadata=REQUIRE_LEADER
-            )
+            return await member.kv.Compact(rpc.CompactionRequest(revision=rev), timeout=budget, metadata=REQUIRE_LEADER)
 
         try:
             resp = await self._pool.call(once, attempts)

@@ -61,6 +61,9 @@ FIRST_TRY_SECONDS = 1.0
 # off from the quorum end the stream rather than keep it open and deliver nothing.
 REQUIRE_LEADER = (("hasleader", "true"),)
 
+# A key no store caller can write (check_key refuses NUL): reads of it cost etcd almost nothing.
+PROBE_KEY = b"\x00minikube-py/probe"
+
 # etcd's error texts (server/etcdserver/api/v3rpc/rpctypes); the status code alone is ambiguous.
 ERR_COMPACTED = "required revision has been compacted"
 ERR_FUTURE_REV = "required revision is a future revision"
@@ -105,6 +108,8 @@ class Member:
 
     endpoint: str
     channel: grpc.aio.Channel
+    # False until the member answered as part of our cluster, and again after each failure.
+    verified: bool = False
     kv: rpc.KVStub = field(init=False)
     lease: rpc.LeaseStub = field(init=False)
     watch: rpc.WatchStub = field(init=False)
@@ -157,6 +162,8 @@ class EndpointPool:
         self._last_failure = float("-inf")
         self._members: dict[int, Member] = {}
         self._current = 0
+        # Learnt from the first answer; a member of another cluster is treated as unavailable.
+        self.cluster_id: int | None = None
         self.closed = False
 
     def member(self, index: int) -> Member:
@@ -175,8 +182,40 @@ class EndpointPool:
     def failed(self, index: int) -> None:
         """``index`` did not answer: later calls start at the next endpoint (unless someone moved on)."""
         self._last_failure = asyncio.get_running_loop().time()
+        m = self._members.get(index)
+        if m is not None:
+            m.verified = False
         if self._current == index:
             self._current = (index + 1) % len(self.endpoints)
+
+    async def ready(self, index: int, budget: float) -> Member:
+        """The member at ``index``, after checking it serves our cluster if that is not known.
+
+        A member that went away can come back as something else: in tests its loopback port is
+        free for any other etcd to take, in real life a host gets reinstalled. Writes sent there
+        would land in the wrong cluster, so a member is asked for its cluster id (one tiny read)
+        before its first use and after each failure. Raises :class:`grpc.aio.AioRpcError`.
+        """
+        m = self.member(index)
+        if m.verified:
+            return m
+        resp = await m.kv.Range(
+            rpc.RangeRequest(key=PROBE_KEY, count_only=True, serializable=True),
+            timeout=budget,
+            metadata=REQUIRE_LEADER,
+        )
+        cluster = int(resp.header.cluster_id)
+        if self.cluster_id is None:
+            self.cluster_id = cluster
+        elif cluster != self.cluster_id:
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                details=f"member {m.endpoint} belongs to cluster {cluster:x}, not {self.cluster_id:x}",
+            )
+        m.verified = True
+        return m
 
     def degraded(self) -> bool:
         """True while a member failed within the last ``timeout`` seconds."""
@@ -207,10 +246,11 @@ class EndpointPool:
                     f"({', '.join(self.endpoints)}): {error_details(last) if last else 'no attempt'}"
                 ) from last
             index = self._current
-            member = self.member(index)
-            attempts.count += 1
+            budget = remaining if per_try is None else min(remaining, per_try)
             try:
-                return await fn(member, remaining if per_try is None else min(remaining, per_try))
+                member = await self.ready(index, budget)
+                attempts.count += 1
+                return await fn(member, budget)
             except grpc.aio.AioRpcError as err:
                 if self.closed:
                     raise StoreClosedError("the etcd store is closed") from err

@@ -141,7 +141,7 @@ class EtcdWatch(Watch):
             while True:
                 index = self._pool.current
                 try:
-                    await self._stream(self._pool.member(index))
+                    await self._stream(await self._pool.ready(index, self._pool.first_try))
                     # The member ended the stream without an error status: treat it as lost.
                     last = None
                 except grpc.aio.AioRpcError as err:
@@ -187,7 +187,7 @@ class EtcdWatch(Watch):
                     create_request=rpc.WatchCreateRequest(
                         key=self._key,
                         range_end=self._range_end,
-                        start_revision=self._next if self._streams_opened == 0 else 0,
+                        start_revision=self._next,
                         prev_kv=True,
                     )
                 )

@@ -37,6 +37,9 @@ class FakeKubelet:
     follow_interval: float = 0.05
     exec_dir: str | None = None
     requests: list[tuple[str, str, dict[str, list[str]]]] = field(default_factory=list)
+    # Containers whose followed log never ends (until the client goes away).
+    endless: set[tuple[str, str, str]] = field(default_factory=set)
+    open_log_streams: int = 0
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -76,6 +79,15 @@ class FakeKubelet:
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
+        self.open_log_streams += 1
+        try:
+            await self._stream_log(resp, key, lines, timestamps, limit, q.get("follow") == "true")
+        finally:
+            self.open_log_streams -= 1
+        return resp
+
+    async def _stream_log(self, resp: web.StreamResponse, key: tuple[str, str, str], lines: list[LogLine],
+                          timestamps: bool, limit: int | None, follow: bool) -> None:
         sent = 0
 
         async def emit(line: LogLine) -> bool:
@@ -92,13 +104,15 @@ class FakeKubelet:
         for line in lines:
             if not (more := await emit(line)):
                 break
-        if more and q.get("follow") == "true":
-            for text in self.follow_lines:
+        if more and follow:
+            n = 0
+            while key in self.endless or n < len(self.follow_lines):
                 await asyncio.sleep(self.follow_interval)
+                text = self.follow_lines[n] if n < len(self.follow_lines) else f"follow-{n + 1}"
+                n += 1
                 if not await emit(LogLine(time.time(), text)):
                     break
         await resp.write_eof()
-        return resp
 
     async def exec(self, request: web.Request) -> web.StreamResponse:
         self._record(request)

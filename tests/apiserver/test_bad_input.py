@@ -311,3 +311,43 @@ def test_invalid_write_parameters(http: httpx.Client, ns: str) -> None:
     expect(http.request("DELETE", cms(ns, "cm"), content=b"{not json",
                         headers={"Content-Type": "application/json"}), 400, "BadRequest")
     assert http.get(cms(ns, "cm")).status_code == 200
+
+
+def _post_yaml(http: httpx.Client, ns: str, doc: str) -> httpx.Response:
+    return http.post(cms(ns), content=doc.encode(), headers={"Content-Type": "application/yaml"})
+
+
+def test_yaml_reads_as_kube_apiserver_converts_it_to_json(http: httpx.Client, ns: str) -> None:
+    r = _post_yaml(http, ns, "metadata:\n  name: y\n  labels: {true: a, null: b}\n"
+                             "data: {1: one, when: 2024-01-01, at: 2024-01-01T10:00:00Z}\n"
+                             "binaryData: {raw: !!binary aGVsbG8=}\n")
+    assert r.status_code == 201, r.text
+    obj = r.json()
+    assert obj["metadata"]["labels"] == {"true": "a", "null": "b"}
+    assert obj["data"] == {"1": "one", "when": "2024-01-01", "at": "2024-01-01T10:00:00Z"}
+    assert obj["binaryData"] == {"raw": "aGVsbG8="}
+
+
+def _laughs(levels: int) -> str:
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "metadata: {name: laughs}\nspec:\n" + "\n".join("  " + line for line in lines) + "\n"
+
+
+@pytest.mark.parametrize("content_type,body,message", [
+    ("application/yaml", _laughs(9).encode(), "excessive aliasing"),  # 10^9 nodes once expanded
+    ("application/yaml", b"metadata: {name: r}\ndata: &a {k: *a}\n", "recursive alias"),
+    ("application/yaml", b"metadata: {name: n}\ndata: {a: .nan}\n", "cannot be represented in JSON"),
+    ("application/yaml", b"metadata: {name: d}\nx: " + b"[" * 150 + b"]" * 150 + b"\n", "deeper than"),
+    ("application/json", b'{"metadata": {"name": "d", "labels": ' + b'{"a": ' * 150 + b"1" + b"}" * 152,
+     "deeper than"),
+    ("application/json", b'{"metadata": {"name": "d"}, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "depth"),
+    ("application/merge-patch+json", b'{"data": ' + b'{"a": ' * 150 + b"1" + b"}" * 151, "deeper than"),
+], ids=["billion-laughs", "recursive-alias", "nan", "deep-yaml", "deep-json", "very-deep-json", "deep-patch"])
+def test_hostile_documents(http: httpx.Client, ns: str, content_type: str, body: bytes, message: str) -> None:
+    if content_type.startswith("application/merge-patch"):
+        _create(http, cms(ns), {"metadata": {"name": "d"}})
+        resp = http.patch(cms(ns, "d"), content=body, headers={"Content-Type": content_type})
+    else:
+        resp = http.post(cms(ns), content=body, headers={"Content-Type": content_type})
+    assert message in expect(resp, 400, "BadRequest")["message"]

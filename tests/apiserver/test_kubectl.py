@@ -223,18 +223,12 @@ def test_get_tables(ctl: Ctl) -> None:
     assert re.fullmatch(r"10\.96\.\d+\.\d+", svc["CLUSTER-IP"]), svc
     assert svc["EXTERNAL-IP"] == "<none>" and svc["PORT(S)"] == "80/TCP"
 
-    headers, rows = table(ctl.out("get", "configmaps"))
-    assert headers == ["NAME", "DATA", "AGE"]
-    assert ["cfg", "1"] == rows_and(rows, "cfg")[:2]
+    cms = rows_by_name(ctl.out("get", "configmaps"))
+    assert list(cms["cfg"]) == ["NAME", "DATA", "AGE"]
+    assert cms["cfg"]["DATA"] == "1"
 
     one = rows_by_name(ctl.out("get", "deployment", "web"))
     assert set(one) == {"web"}
-
-
-def rows_and(rows: list[list[str]], name: str) -> list[str]:
-    matching = [r for r in rows if r[0] == name]
-    assert len(matching) == 1, rows
-    return matching[0]
 
 
 def test_get_wide_adds_columns(ctl: Ctl) -> None:
@@ -425,6 +419,8 @@ class Background:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # The reader ends at EOF once the process is gone; closing its pipe under it would raise there.
+        self._reader.join(5)
         for f in (self.proc.stdout, self.proc.stderr):
             if f:
                 f.close()
@@ -585,8 +581,13 @@ def test_create_generators(ctl: Ctl) -> None:
     assert ns["status"]["phase"] == "Active"
     assert ns["metadata"]["labels"]["kubernetes.io/metadata.name"] == extra_ns
 
-    out = ctl.out("create", "configmap", "lit", "--from-literal=k1=v1", "--from-literal=k2=two words")
-    assert out.strip() == "configmap/lit created"
+    res = ctl.run("create", "configmap", "lit", "--from-literal=k1=v1", "--from-literal=k2=two words", "-v=8")
+    assert res.stdout.strip() == "configmap/lit created"
+    # -v=8 logs the request headers ("POST <url>" up to 1.29, verb="POST" later).
+    sent = re.search(r'(?:POST |verb="POST").*?Content-Type: (\S+)', res.stderr, re.S)
+    assert sent, res.stderr
+    expected = "application/vnd.kubernetes.protobuf" if ctl.version in PROTOBUF_CLIENTS else "application/json"
+    assert sent.group(1) == expected
     assert ctl.get_json("configmap", "lit")["data"] == {"k1": "v1", "k2": "two words"}
 
     out = ctl.out("create", "deployment", "gen", "--image=nginx:1.25", "--replicas=2", "--port=80")

@@ -43,7 +43,7 @@ from .fake_kubelet import FakeKubelet
 
 NS = "logs-exec"
 NODE, DEAD_NODE = "logs-exec-node", "logs-exec-dead-node"
-POD, TWO, UNSCHEDULED, ORPHAN = "web", "two", "unscheduled", "orphan"
+POD, TWO, UNSCHEDULED, ORPHAN, NO_LOG = "web", "two", "unscheduled", "orphan", "no-log"
 LINES = ["one", "two", "three"]
 # 1.27 and 1.29 speak SPDY only (1.29 offers v5 first); 1.33 and the PyPI 1.37 speak WebSocket.
 VERSIONS = ["1.27", "1.29", "1.33", "pypi"]
@@ -96,6 +96,8 @@ def kubelet(apiserver: LocalAPIServer, tmp_path_factory: pytest.TempPathFactory)
     fake = FakeKubelet(exec_dir=str(tmp_path_factory.mktemp("exec")))
     fake.add_container(NS, POD, "main", LINES, ages=[180.0, 120.0, 30.0])
     fake.add_container(NS, TWO, "b", ["from b"])
+    fake.add_container(NS, TWO, "a", ["from a"])
+    fake.endless.add((NS, TWO, "a"))
     port = fake.start()
     try:
         _create(apiserver, "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
@@ -103,7 +105,7 @@ def kubelet(apiserver: LocalAPIServer, tmp_path_factory: pytest.TempPathFactory)
         _create(apiserver, "/api/v1/nodes", _node(NODE, port))
         _create(apiserver, "/api/v1/nodes", _node(DEAD_NODE, _closed_port()))
         for pod in (_pod(POD, NODE), _pod(TWO, NODE, ("a", "b")), _pod(UNSCHEDULED, None),
-                    _pod(ORPHAN, DEAD_NODE)):
+                    _pod(ORPHAN, DEAD_NODE), _pod(NO_LOG, NODE)):
             _create(apiserver, f"/api/v1/namespaces/{NS}/pods", pod)
         yield fake
     finally:
@@ -197,12 +199,31 @@ def test_log_errors_from_the_server(apiserver: LocalAPIServer, kubelet: FakeKube
     assert code == 400 and "tailLines" in out["message"]
     code, out = _api(apiserver, "GET", f"{base}/{POD}/log?limitBytes=-1")
     assert code == 422 and "limitBytes" in out["message"]
-    code, out = _api(apiserver, "GET", f"{base}/{TWO}/log?container=a")  # the kubelet has no log for a
-    assert code == 404 and out["message"] == 'container "a" in pod "two" not found'
+    code, out = _api(apiserver, "GET", f"{base}/{NO_LOG}/log")  # the kubelet's own error is relayed
+    assert (code, out["reason"]) == (404, "NotFound")
+    assert out["message"] == 'container "main" in pod "no-log" not found'
+    code, out = _api(apiserver, "GET", f"{base}/{UNSCHEDULED}/log")
+    assert code == 400 and out["message"] == "pod unscheduled does not have a host assigned"
     code, out = _api(apiserver, "GET", f"{base}/{ORPHAN}/log")
     assert code == 503 and out["reason"] == "ServiceUnavailable"
     code, out = _api(apiserver, "GET", f"{base}/missing/log")
     assert code == 404
+
+
+async def test_followed_log_stops_at_the_kubelet_when_the_client_leaves(apiserver: LocalAPIServer,
+                                                                      kubelet: FakeKubelet) -> None:
+    url = f"{apiserver.url}/api/v1/namespaces/{NS}/pods/{TWO}/log?container=a&follow=true"
+    async with aiohttp.ClientSession(headers=apiserver.headers()) as session:
+        async with session.get(url, ssl=apiserver.ssl_context()) as resp:
+            assert resp.status == 200 and resp.content_type == "text/plain"
+            async with asyncio.timeout(PATIENCE):
+                assert await resp.content.readline() == b"from a\n"
+                assert await resp.content.readline() == b"follow-1\n"
+                assert kubelet.open_log_streams >= 1
+    deadline = time.monotonic() + PATIENCE
+    while kubelet.open_log_streams:  # the endless stream ends only if the API server hung up on it
+        assert time.monotonic() < deadline, "the kubelet still streams to the API server"
+        await asyncio.sleep(0.05)
 
 
 # ---- kubectl exec -------------------------------------------------------------------------------------
@@ -243,6 +264,15 @@ def test_kubectl_exec_errors(ctl: Kubectl) -> None:
 
 
 # ---- the API server's exec endpoint, spoken to directly -----------------------------------------------
+
+@pytest.mark.parametrize("ctl", [kubectl_param("1.33")], indirect=True)
+def test_kubectl_exec_over_spdy_after_opting_out_of_websockets(ctl: Kubectl, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    monkeypatch.setenv("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")  # 1.33 then offers SPDY with v5
+    res = run(ctl, "exec", "-i", POD, "--", "sh", "-c", "cat; echo err >&2; exit 5", input="x\ny\n")
+    assert (res.returncode, res.stdout) == (5, "x\ny\n")
+    assert res.stderr == "err\ncommand terminated with exit code 5\n"
+
 
 def _exec_url(server: LocalAPIServer, pod: str, *command: str, **flags: str) -> str:
     return f"{server.url}/api/v1/namespaces/{NS}/pods/{pod}/exec?{_query(command, flags)}"

@@ -25,9 +25,7 @@ from minikube_py.store.etcd import EtcdStore
 
 from .etcd_harness import EtcdCluster, etcd_available
 
-pytestmark = pytest.mark.skipif(
-    not etcd_available(), reason="etcd is not installed (Debian package etcd-server)"
-)
+pytestmark = pytest.mark.skipif(not etcd_available(), reason="etcd is not installed (Debian package etcd-server)")
 
 # Hang guards only: generous bounds that fail a stuck test instead of blocking the suite.
 GUARD = 60.0
@@ -118,9 +116,7 @@ async def test_leader_killed_under_load_loses_no_acknowledged_write(cluster3: Et
 
         # The watch, opened on the killed member, moved to another one and missed nothing.
         final = max(acked.values())
-        await wait_until(
-            lambda: bool(watch_error) or (bool(seen) and seen[-1].revision >= final), "watch to catch up"
-        )
+        await wait_until(lambda: bool(watch_error) or (bool(seen) and seen[-1].revision >= final), "watch to catch up")
         await watch.close()
         await consumer
         assert watch_error == []
@@ -128,7 +124,12 @@ async def test_leader_killed_under_load_loses_no_acknowledged_write(cluster3: Et
         revisions = [ev.revision for ev in seen]
         # Only these creates wrote to this cluster, one revision each: the stream must be exactly
         # every revision after the start, in order, each once.
-        assert revisions == list(range(start + 1, final + 1))
+        expected = list(range(start + 1, final + 1))
+        assert revisions == expected, (
+            f"missing {sorted(set(expected) - set(revisions))[:20]}, "
+            f"extra {sorted(set(revisions) - set(expected))[:20]}, "
+            f"out of order or repeated: {len(revisions) != len(set(revisions)) or revisions != sorted(revisions)}"
+        )
         assert all(ev.type is EventType.PUT for ev in seen)
         delivered = {ev.kv.key: ev.revision for ev in seen}
         assert delivered == acked
@@ -216,9 +217,7 @@ def break_answers(store: EtcdStore, method: str, *, applied: bool = True) -> Ans
     return flaky
 
 
-async def test_retried_create_whose_first_try_landed_succeeds_once(
-    one_member_store: EtcdStore, prefix: str
-) -> None:
+async def test_retried_create_whose_first_try_landed_succeeds_once(one_member_store: EtcdStore, prefix: str) -> None:
     store = one_member_store
     flaky = break_answers(store, "Txn")
     kv = await store.create(prefix + "a", b"v1")
@@ -268,9 +267,7 @@ async def test_retried_lease_grant_finds_its_own_lease(one_member_store: EtcdSto
     await store.revoke_lease(lease)
 
 
-async def test_watch_reconnect_resumes_without_gap_or_duplicate(
-    one_member_store: EtcdStore, prefix: str
-) -> None:
+async def test_watch_reconnect_resumes_without_gap_or_duplicate(one_member_store: EtcdStore, prefix: str) -> None:
     """Cut the watch's stream under it (as a member restart would) between writes."""
     store = one_member_store
     watch = store.watch(prefix, 0)

@@ -1,0 +1,485 @@
+"""API server benchmark: what the HTTP/JSON/registry layers cost on top of the store.
+
+    .venv/bin/python bench/apiserver.py [--seconds 3] [--pods 1000] [--watchers 100] [--quick]
+                                        [--http] [--profile FILE] [--json]
+
+In one run, on fresh SQLite stores in a temporary directory:
+
+1. raw store writes/s: ``SqliteStore.create`` of pod-sized values, called directly from this
+   process at concurrency 1 and 32 (the reference);
+2. a real ``minikube-py apiserver --local`` subprocess (HTTPS and a bearer token, as served) on a
+   free loopback port, driven by one aiohttp client with an HTTP/1.1 keep-alive pool: pod creates/s
+   and latency at concurrency 1 and 32, then gets and lists over a namespace of ``--pods`` pods;
+3. watch delivery: ``--watchers`` concurrent watch streams on one namespace, and a steady stream of
+   pod creates; each sample is the time from a create being sent to one watcher reading its ADDED
+   event (p50/p99 over all watcher-events), and per create the time until the last watcher had it.
+
+It prints one table and the ratio API creates/s / store writes/s, against the goals (ratio >= 0.5,
+p99 create <= 50 ms at concurrency 32). The CPU columns (server process from /proc; this process
+for the client) tell whether the server or the load generator was the bottleneck on this 2-core
+machine. ``--profile FILE`` samples the server with py-spy during the concurrency-32 creates and
+prints the functions where it spent its time. The default run takes about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp
+import orjson
+import yaml
+from _util import (
+    LoadResult,
+    fmt,
+    ms,
+    percentile,
+    pod_manifest,
+    positive_float,
+    print_table,
+    process_cpu,
+    ratio,
+    run_load,
+    server_process,
+)
+
+from minikube_py.store.sqlite import SqliteStore
+
+REPO = Path(__file__).resolve().parent.parent
+CONCURRENCY = (1, 32)
+GOAL_RATIO = 0.5
+GOAL_P99_CREATE_MS = 50.0
+WATCH_INTERVAL = 0.02  # seconds between the creates a watch test sends: steady, not saturating
+
+
+@dataclass
+class Settings:
+    seconds: float = 3.0
+    pods: int = 1000
+    watchers: int = 100
+    watch_writes: int = 100
+    list_repeats: int = 20
+    rounds: int = 2
+    tls: bool = True
+    profile: Path | None = None
+
+
+@dataclass
+class Results:
+    store: dict[int, LoadResult] = field(default_factory=dict)
+    create: dict[int, LoadResult] = field(default_factory=dict)
+    get: dict[int, LoadResult] = field(default_factory=dict)
+    listing: LoadResult | None = None
+    fill: LoadResult | None = None
+    watch_samples: list[float] = field(default_factory=list)  # seconds, one per watcher-event
+    watch_last: list[float] = field(default_factory=list)  # seconds, per create: until every watcher had it
+    watch_expected: int = 0
+    watch_cpu_server: float | None = None
+    watch_seconds: float = 0.0
+    profile_top: list[tuple[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- the reference: the store alone ------------------------------------------------------------------
+
+async def store_phase(store: SqliteStore, c: int, round_: int, seconds: float) -> LoadResult:
+    """Creates straight into a SqliteStore from this process (the server idles meanwhile): the
+    throughput the API server's own store could give it at this concurrency."""
+    value = orjson.dumps(pod_manifest("web-7d4b9c8f5d-00000", "bench"))
+    return await run_load(
+        lambda w, i: store.create(f"/registry/pods/bench/raw-r{round_}-c{c}-{w}-{i}", value),
+        concurrency=c, seconds=seconds)
+
+
+def keep_best(best: dict[int, LoadResult], c: int, result: LoadResult) -> None:
+    if c not in best or result.per_second > best[c].per_second:
+        best[c] = result
+
+
+# ---- the API server ------------------------------------------------------------------------------------
+
+@dataclass
+class Client:
+    base: str
+    session: aiohttp.ClientSession
+    ssl: ssl.SSLContext | None
+    headers: dict[str, str]
+
+    async def request(self, method: str, path: str, body: Any = None, expect: int = 200) -> bytes:
+        data = orjson.dumps(body) if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        async with self.session.request(method, self.base + path, data=data, headers=headers) as resp:
+            raw = await resp.read()
+            if resp.status != expect:
+                raise RuntimeError(f"{method} {path}: HTTP {resp.status} (expected {expect}): {raw[:300]!r}")
+            return raw
+
+
+def _credentials(data_dir: Path, tls: bool) -> tuple[dict[str, str], ssl.SSLContext | None]:
+    config = yaml.safe_load((data_dir / "admin.kubeconfig").read_text())
+    token = config["users"][0]["user"]["token"]
+    ctx = ssl.create_default_context(cafile=str(data_dir / "pki" / "ca.crt")) if tls else None
+    return {"Authorization": f"Bearer {token}"}, ctx
+
+
+async def wait_idle(pid: int, *, quiet: float = 0.05, window: float = 0.5, limit: float = 60.0) -> None:
+    """Wait until the server uses under ``quiet`` of a core over ``window`` seconds: it warms its
+    OpenAPI documents in a thread after it starts listening, which would be charged to the first
+    measurement."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = process_cpu(pid)
+        await asyncio.sleep(window)
+        after = process_cpu(pid)
+        if before is None or after is None or after - before < quiet * window:
+            return
+
+
+async def measure_api(client: Client, pid: int, raw_store: SqliteStore, settings: Settings, results: Results
+                      ) -> None:
+    for ns in ("bench", "bench-list", "bench-watch"):
+        await client.request("POST", "/api/v1/namespaces",
+                             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, 201)
+    await wait_idle(pid)
+
+    async def create(ns: str, name: str) -> None:
+        await client.request("POST", f"/api/v1/namespaces/{ns}/pods", pod_manifest(name, ns), 201)
+
+    # Warm-up: the first requests import modules and fill caches on the server.
+    await run_load(lambda w, i: create("bench", f"warm-{w}-{i}"), concurrency=4, seconds=5, max_ops=40)
+    # The store and the API take turns, round after round, and the best round of each counts: on a
+    # shared machine a burst of load from elsewhere then cannot land on one side of the ratio only.
+    for r in range(settings.rounds):
+        for c in CONCURRENCY:
+            await wait_idle(pid)
+            keep_best(results.store, c, await store_phase(raw_store, c, r, settings.seconds))
+            # Open this concurrency's connections (TLS handshakes) before the clock starts.
+            await run_load(lambda w, i, c=c, r=r: create("bench", f"warm-r{r}-c{c}-{w}-{i}"),
+                           concurrency=c, seconds=5, max_ops=2 * c)
+            keep_best(results.create, c, await run_load(
+                lambda w, i, c=c, r=r: create("bench", f"r{r}-c{c}-{w}-{i}"), concurrency=c,
+                seconds=settings.seconds, server_pid=pid))
+    if settings.profile is not None:
+        results.profile_top = await profile_creates(pid, settings, lambda w, i: create("bench", f"p-{w}-{i}"))
+
+    # Exactly --pods pods in their own namespace for gets and lists; bounded by count, not time.
+    results.fill = await run_load(lambda w, i: create("bench-list", f"web-{w:02d}-{i:05d}"),
+                                  concurrency=32, seconds=600, max_ops=settings.pods)
+    listed = orjson.loads(await client.request("GET", "/api/v1/namespaces/bench-list/pods"))
+    names = [item["metadata"]["name"] for item in listed["items"]]
+    if len(names) != settings.pods:
+        raise RuntimeError(f"listed {len(names)} pods in bench-list, created {settings.pods}")
+    rng = random.Random(42)
+
+    async def get(w: int, i: int) -> None:
+        await client.request("GET", f"/api/v1/namespaces/bench-list/pods/{rng.choice(names)}")
+
+    for c in CONCURRENCY:
+        results.get[c] = await run_load(get, concurrency=c, seconds=settings.seconds, server_pid=pid)
+
+    async def list_all(w: int, i: int) -> None:
+        body = orjson.loads(await client.request("GET", "/api/v1/namespaces/bench-list/pods"))
+        if len(body["items"]) != settings.pods:
+            raise RuntimeError(f"a list returned {len(body['items'])} pods, not {settings.pods}")
+
+    results.listing = await run_load(list_all, concurrency=1, seconds=max(settings.seconds, 5.0),
+                                  max_ops=settings.list_repeats, server_pid=pid)
+    await measure_watch(client, pid, settings, results)
+
+
+async def measure_watch(client: Client, pid: int, settings: Settings, results: Results) -> None:
+    ns, n, writes = "bench-watch", settings.watchers, settings.watch_writes
+    listed = orjson.loads(await client.request("GET", f"/api/v1/namespaces/{ns}/pods"))
+    rv = listed["metadata"]["resourceVersion"]
+    # Each watch holds its own connection; resourceVersion makes every stream start at the same
+    # revision, so no event is missed whatever the order the streams are set up in.
+    url = f"{client.base}/api/v1/namespaces/{ns}/pods?watch=1&resourceVersion={rv}&timeoutSeconds=300"
+    sent: dict[str, float] = {}
+    received: dict[str, list[float]] = {}
+    ready = 0
+    all_ready = asyncio.Event()
+    connector = aiohttp.TCPConnector(limit=0, ssl=client.ssl if client.ssl else False)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+
+    async def watcher(session: aiohttp.ClientSession) -> None:
+        nonlocal ready
+        async with session.get(url, timeout=timeout) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"watch: HTTP {resp.status}: {(await resp.read())[:300]!r}")
+            ready += 1
+            if ready == n:
+                all_ready.set()
+            got = 0
+            async for line in resp.content:
+                now = time.perf_counter()
+                event = orjson.loads(line)
+                if event["type"] == "ERROR":
+                    raise RuntimeError(f"watch ended with an error: {event['object']}")
+                if event["type"] != "ADDED":
+                    continue
+                received.setdefault(event["object"]["metadata"]["name"], []).append(now)
+                got += 1
+                if got == writes:
+                    return
+            raise RuntimeError(f"a watch stream ended after {got} of {writes} events")
+
+    async with aiohttp.ClientSession(connector=connector, headers=client.headers, trust_env=False) as session:
+        tasks = [asyncio.create_task(watcher(session)) for _ in range(n)]
+        try:
+            async with asyncio.timeout(60):
+                await asyncio.wait({asyncio.create_task(all_ready.wait()), *tasks},
+                                   return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:
+                if t.done() and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+            await asyncio.sleep(0.5)  # let the last streams' store watches settle
+            cpu0, t0 = process_cpu(pid), time.perf_counter()
+            for j in range(writes):
+                name = f"watched-{j:05d}"
+                sent[name] = time.perf_counter()
+                await client.request("POST", f"/api/v1/namespaces/{ns}/pods", pod_manifest(name, ns), 201)
+                await asyncio.sleep(WATCH_INTERVAL)
+            async with asyncio.timeout(60):
+                await asyncio.gather(*tasks)
+            cpu1 = process_cpu(pid)
+            results.watch_seconds = time.perf_counter() - t0
+            results.watch_cpu_server = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    results.watch_expected = n * writes
+    for name, times in received.items():
+        results.watch_samples.extend(t - sent[name] for t in times)
+        results.watch_last.append(max(times) - sent[name])
+    if len(results.watch_samples) != n * writes:
+        raise RuntimeError(f"watchers saw {len(results.watch_samples)} events, expected {n * writes}")
+
+
+async def profile_creates(pid: int, settings: Settings, op: Any) -> list[tuple[str, float]]:
+    """Sample the server with py-spy while creates run at the top concurrency; the hottest frames."""
+    assert settings.profile is not None
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+    duration = max(2, round(settings.seconds))
+    proc = await asyncio.create_subprocess_exec(
+        py_spy, "record", "--pid", str(pid), "--duration", str(duration), "--rate", "250",
+        "--format", "raw", "--output", str(settings.profile), "--nonblocking",
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        await asyncio.sleep(0.5)  # py-spy attaching
+        await run_load(op, concurrency=CONCURRENCY[-1], seconds=duration + 1)
+        async with asyncio.timeout(30):
+            _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+    return hot_spots(settings.profile.read_text())
+
+
+def hot_spots(collapsed: str, top: int = 15) -> list[tuple[str, float]]:
+    """From py-spy's collapsed stacks: the frames that hold the most samples inclusively (a frame is
+    counted once per stack), as (frame, share of all samples), skipping idle event-loop waits."""
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        if "select (selectors.py" in frames[-1] or frames[-1].startswith("select ("):
+            continue  # the loop waiting for I/O: idle, not work
+        total += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+    skip = ("<module>", "run (", "run_forever", "_run_once", "_run (", "serve (", "main (",
+            "run_until_complete", "_bootstrap", "worker (", "_worker (")
+    hot = [(f, c / total) for f, c in inclusive.most_common() if not f.startswith(skip)] if total else []
+    return hot[:top]
+
+
+# ---- the run ----------------------------------------------------------------------------------------
+
+async def run_api(work: Path, pid: int, port: int, settings: Settings, results: Results) -> None:
+    headers, ctx = _credentials(work / "data", settings.tls)
+    scheme = "https" if settings.tls else "http"
+    connector = aiohttp.TCPConnector(limit=max(CONCURRENCY), ssl=ctx if ctx else False)
+    raw_store = await SqliteStore.open(str(work / "raw.db"), compact_interval=None)
+    try:
+        async with aiohttp.ClientSession(connector=connector, headers=headers, trust_env=False) as session:
+            client = Client(f"{scheme}://127.0.0.1:{port}", session, ctx, headers)
+            await measure_api(client, pid, raw_store, settings, results)
+    finally:
+        await raw_store.close()
+
+
+def run(settings: Settings) -> Results:
+    results = Results()
+    with tempfile.TemporaryDirectory(prefix="apiserver-bench-") as tmp:
+        work = Path(tmp)
+        cmd = [sys.executable, "-m", "minikube_py", "apiserver", "--local", "--data-dir", str(work / "data"),
+               "--port", "0"]
+        if not settings.tls:
+            cmd.append("--insecure-http")
+        log = work / "apiserver.log"
+        try:
+            with server_process(cmd, r"serving on port (\d+)", cwd=str(REPO), log_path=str(log),
+                                timeout=90) as (proc, match):
+                asyncio.run(run_api(work, proc.pid, int(match.group(1)), settings, results))
+        except Exception:
+            if log.exists():
+                print(f"--- API server log (tail) ---\n{log.read_text()[-3000:]}", file=sys.stderr)
+            raise
+    return results
+
+
+def summary(results: Results) -> dict[str, Any]:
+    def load(r: LoadResult | None) -> dict[str, Any] | None:
+        if r is None:
+            return None
+        return {"ops": r.ops, "per_second": r.per_second, "p50_ms": r.p(50), "p99_ms": r.p(99),
+                "server_cpu_us_per_op": r.server_cpu_us_per_op()}
+
+    out: dict[str, Any] = {
+        "store_create": {str(c): load(r) for c, r in results.store.items()},
+        "api_create": {str(c): load(r) for c, r in results.create.items()},
+        "api_get": {str(c): load(r) for c, r in results.get.items()},
+        "api_list": load(results.listing),
+        "watch": {"samples": len(results.watch_samples), "p50_ms": ms(percentile(results.watch_samples, 50)),
+                  "p99_ms": ms(percentile(results.watch_samples, 99)),
+                  "all_watchers_p50_ms": ms(percentile(results.watch_last, 50)),
+                  "all_watchers_p99_ms": ms(percentile(results.watch_last, 99))},
+        "ratio_create_vs_store": {str(c): results.create[c].per_second / results.store[c].per_second
+                                  for c in CONCURRENCY if results.store[c].per_second},
+        "hot_spots": results.profile_top,
+    }
+    return out
+
+
+def store_cpu_us(r: LoadResult) -> float | None:
+    return r.cpu_self / r.ops * 1e6 if r.ops else None
+
+
+def report(results: Results, settings: Settings) -> None:
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.0%}"
+
+    header = ["operation", "c", "ops/s", "vs store", "p50 ms", "p99 ms", "server CPU us/op", "server CPU",
+              "client CPU"]
+    rows = []
+    for c, r in results.store.items():
+        # The store runs in this process: its CPU is this process's, shown in the server columns.
+        rows.append(["store create (SqliteStore, in-process)", str(c), fmt(r.per_second), "1.00x",
+                     fmt(r.p(50), 2), fmt(r.p(99), 2), fmt(store_cpu_us(r)), pct(r.busy(r.cpu_self)), "-"])
+    labelled = [("API create pod", c, r, results.store.get(c)) for c, r in results.create.items()]
+    labelled += [(f"API get pod (of {settings.pods:,})", c, r, None) for c, r in results.get.items()]
+    if results.listing is not None:
+        labelled.append((f"API list {settings.pods:,} pods", 1, results.listing, None))
+    for label, c, r, ref in labelled:
+        rows.append([label, str(c), fmt(r.per_second, 1 if r.per_second < 100 else 0),
+                     ratio(r.per_second, ref.per_second) if ref else "",
+                     fmt(r.p(50), 2), fmt(r.p(99), 2), fmt(r.server_cpu_us_per_op()),
+                     pct(r.busy(r.cpu_server)), pct(r.busy(r.cpu_self))])
+    scheme = "HTTPS" if settings.tls else "plain HTTP"
+    print_table(f"API server ({scheme}, bearer token, embedded SQLite) vs its store, same run, best of "
+                f"{settings.rounds} interleaved rounds; 100% CPU = one core", header, rows)
+
+    w = results.watch_samples
+    watch_cpu = results.watch_cpu_server
+    events_per_s = len(w) / results.watch_seconds if results.watch_seconds else 0.0
+    print_table(
+        f"Watch delivery: {settings.watchers} watchers, {settings.watch_writes} pod creates "
+        f"{WATCH_INTERVAL * 1000:.0f} ms apart (from the create being sent to the ADDED event being read)",
+        ["measure", "p50 ms", "p99 ms", "max ms", "samples"],
+        [["each watcher-event", fmt(ms(percentile(w, 50)), 2), fmt(ms(percentile(w, 99)), 2),
+          fmt(ms(max(w)) if w else None, 2), f"{len(w):,}"],
+         ["until all watchers had it", fmt(ms(percentile(results.watch_last, 50)), 2),
+          fmt(ms(percentile(results.watch_last, 99)), 2),
+          fmt(ms(max(results.watch_last)) if results.watch_last else None, 2), f"{len(results.watch_last):,}"]])
+    if watch_cpu is not None and w:
+        print(f"(watch phase: {events_per_s:,.0f} events/s delivered; server CPU "
+              f"{watch_cpu / results.watch_seconds:.0%} of a core, {watch_cpu / len(w) * 1e6:,.0f} us per "
+              f"delivered event)\n")
+
+    print("Goals:")
+    for c in CONCURRENCY:
+        store, api = results.store.get(c), results.create.get(c)
+        if store and api and store.per_second:
+            value = api.per_second / store.per_second
+            verdict = "met" if value >= GOAL_RATIO else "MISSED"
+            print(f"  creates/s / store writes/s at c={c}: {api.per_second:,.0f} / {store.per_second:,.0f} = "
+                  f"{value:.2f} (goal >= {GOAL_RATIO}: {verdict})")
+            api_cpu = api.server_cpu_us_per_op()
+            if api_cpu:
+                print(f"    CPU per create: API server {api_cpu:,.0f} us, store alone {store_cpu_us(store):,.0f} us;"
+                      f" one core saturated would give the API {1e6 / api_cpu:,.0f} creates/s")
+    top = results.create.get(CONCURRENCY[-1])
+    if top:
+        verdict = "met" if top.p(99) <= GOAL_P99_CREATE_MS else "MISSED"
+        print(f"  p99 create at c={CONCURRENCY[-1]}: {top.p(99):.1f} ms (goal <= {GOAL_P99_CREATE_MS:.0f} ms: "
+              f"{verdict})")
+    if results.profile_top:
+        print(f"\nServer hot spots during creates at c={CONCURRENCY[-1]} (share of busy samples, inclusive; "
+              f"raw stacks in {settings.profile}):")
+        for frame, share in results.profile_top:
+            print(f"  {share:6.1%}  {frame}")
+    for note in results.notes:
+        print(f"({note})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=positive_float, default=3.0,
+                        help="length of each throughput run (default 3)")
+    parser.add_argument("--pods", type=int, default=1000, help="pods to get and list (default 1000)")
+    parser.add_argument("--watchers", type=int, default=100, help="concurrent watchers (default 100)")
+    parser.add_argument("--watch-writes", type=int, default=100, help="creates the watchers see (default 100)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="turns the store and the API creates take; the best counts (default 2)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run (~10 s): 0.5 s runs, 100 pods, 10 watchers, 20 watched creates")
+    parser.add_argument("--http", action="store_true", help="serve plain HTTP instead of HTTPS (TLS cost)")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="sample the server with py-spy during the c=32 creates; raw stacks to FILE")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead")
+    args = parser.parse_args(argv)
+    for name in ("pods", "watchers", "watch_writes", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
+    settings = Settings(seconds=args.seconds, pods=args.pods, watchers=args.watchers,
+                        watch_writes=args.watch_writes, tls=not args.http, profile=args.profile,
+                        rounds=args.rounds)
+    if args.quick:
+        settings.seconds, settings.pods, settings.watchers, settings.watch_writes = 0.5, 100, 10, 20
+        settings.list_repeats, settings.rounds = 5, 1
+    started = time.perf_counter()
+    results = run(settings)
+    if args.json:
+        print(json.dumps(summary(results), indent=2))
+    else:
+        report(results, settings)
+        print(f"(whole run {time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,6 +16,7 @@ import re
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -133,44 +134,69 @@ def process_cpu(pid: int | None) -> float | None:
 @contextmanager
 def server_process(cmd: Sequence[str], ready: str, *, timeout: float = 60.0, cwd: str | None = None,
                    env: dict[str, str] | None = None, log_path: str | None = None
-                   ) -> Iterator[tuple[subprocess.Popen[str], re.Match[str]]]:
+                   ) -> Iterator[tuple[subprocess.Popen[bytes], re.Match[str]]]:
     """Start ``cmd``, wait for a stdout line matching the regex ``ready`` (e.g. ``port (\\d+)``),
     yield the process and the match, and stop the process (SIGTERM, then SIGKILL) on the way out.
 
     stderr goes to ``log_path`` (or is discarded); the error names it when the server never gets ready.
     """
-    log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=log, text=True, cwd=cwd, env=env)
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # closed in the finally below
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=log, cwd=cwd, env=env)
+    drain: threading.Thread | None = None
     try:
         match = _wait_for_line(proc, re.compile(ready), timeout)
         if match is None:
             where = f"; see {log_path}" if log_path else ""
-            raise RuntimeError(f"{' '.join(cmd[:4])}... did not print {ready!r} within {timeout:.0f} s "
-                               f"(exit code {proc.poll()}){where}")
+            code = proc.poll()
+            what = f"exited with code {code}" if code is not None else f"not within {timeout:.0f} s"
+            raise RuntimeError(f"{' '.join(cmd[:4])}... did not print {ready!r}: {what}{where}")
+        # Keep reading stdout, so that a chatty server never blocks on a full pipe.
+        drain = threading.Thread(target=_drain, args=(proc,), daemon=True)
+        drain.start()
         yield proc, match
     finally:
         stop_process(proc)
-        if proc.stdout is not None:
+        if drain is not None:
+            drain.join(timeout=5)  # EOF follows the exit, unless a grandchild holds the pipe
+        if proc.stdout is not None and (drain is None or not drain.is_alive()):
             proc.stdout.close()
         if log is not subprocess.DEVNULL:
             log.close()
 
 
-def _wait_for_line(proc: subprocess.Popen[str], pattern: re.Pattern[str], timeout: float
+def _wait_for_line(proc: subprocess.Popen[bytes], pattern: re.Pattern[str], timeout: float
                    ) -> re.Match[str] | None:
+    """Read the raw pipe (no buffered reader: lines it buffered would be invisible to select)."""
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     deadline = time.monotonic() + timeout
+    pending = b""
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ)
         while (left := deadline - time.monotonic()) > 0:
             if not sel.select(left):
                 continue
-            line = proc.stdout.readline()
-            if not line:  # the process closed stdout: it exited
+            chunk = os.read(fd, 65536)
+            if not chunk:  # the process closed stdout: it exited
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
                 return None
-            if m := pattern.search(line):
-                return m
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if m := pattern.search(line.decode(errors="replace")):
+                    return m
     return None
+
+
+def _drain(proc: subprocess.Popen[bytes]) -> None:
+    assert proc.stdout is not None
+    try:
+        while proc.stdout.read(65536):
+            pass
+    except (OSError, ValueError):  # closed under us: the process is gone
+        pass
 
 
 def stop_process(proc: subprocess.Popen[Any]) -> None:

@@ -271,12 +271,18 @@ async def measure_watch(client: Client, pid: int, settings: Settings, results: R
         raise RuntimeError(f"watchers saw {len(results.watch_samples)} events, expected {n * writes}")
 
 
+def find_py_spy() -> str:
+    venv_bin = Path(sys.executable).parent / "py-spy"
+    found = shutil.which("py-spy") or (str(venv_bin) if venv_bin.exists() else None)
+    if found is None:
+        raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+    return found
+
+
 async def profile_creates(pid: int, settings: Settings, op: Any) -> list[tuple[str, float]]:
     """Sample the server with py-spy while creates run at the top concurrency; the hottest frames."""
     assert settings.profile is not None
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(py_spy).exists():
-        raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+    py_spy = find_py_spy()
     duration = max(2, round(settings.seconds))
     proc = await asyncio.create_subprocess_exec(
         py_spy, "record", "--pid", str(pid), "--duration", str(duration), "--rate", "250",
@@ -296,25 +302,39 @@ async def profile_creates(pid: int, settings: Settings, op: Any) -> list[tuple[s
     return hot_spots(settings.profile.read_text())
 
 
-def hot_spots(collapsed: str, top: int = 15) -> list[tuple[str, float]]:
-    """From py-spy's collapsed stacks: the frames that hold the most samples inclusively (a frame is
-    counted once per stack), as (frame, share of all samples), skipping idle event-loop waits."""
+def hot_spots(collapsed: str, top: int = 12) -> list[tuple[str, float]]:
+    """From py-spy's collapsed stacks (``frame;frame;... count`` lines): the functions that hold the
+    most samples, as (what, share of all busy samples). Two views: "self" (the innermost frame: where
+    the CPU actually was) and "in" (inclusive, for this project's functions: which step of the
+    request pipeline the time belongs to). Each function is counted once per stack."""
+    own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
     for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        frames = stack.split(";")
-        if "select (selectors.py" in frames[-1] or frames[-1].startswith("select ("):
-            continue  # the loop waiting for I/O: idle, not work
-        total += int(count)
-        for frame in set(frames):
-            inclusive[frame] += int(count)
-    skip = ("<module>", "run (", "run_forever", "_run_once", "_run (", "serve (", "main (",
-            "run_until_complete", "_bootstrap", "worker (", "_worker (")
-    hot = [(f, c / total) for f, c in inclusive.most_common() if not f.startswith(skip)] if total else []
-    return hot[:top]
+        frames = [_function(f) for f in stack.split(";")]
+        n = int(count)
+        total += n
+        own[frames[-1]] += n
+        for f in set(frames):
+            if "minikube_py/" in f and not f.startswith("<module>") and "/cli/" not in f:
+                inclusive[f] += n
+    if not total:
+        return []
+    hot = [(f"self {f}", c / total) for f, c in own.most_common(top)]
+    hot += [(f"in   {f}", c / total) for f, c in inclusive.most_common(top)]
+    return hot
+
+
+def _function(frame: str) -> str:
+    """``name (path/file.py:123)`` -> ``name (path/file.py)``: samples of one function at different
+    lines belong together."""
+    head, sep, where = frame.rpartition(" (")
+    if not sep:
+        return frame
+    return f"{head} ({where.rsplit(':', 1)[0].removesuffix(')')})"
 
 
 # ---- the run ----------------------------------------------------------------------------------------
@@ -438,8 +458,8 @@ def report(results: Results, settings: Settings) -> None:
         print(f"  p99 create at c={CONCURRENCY[-1]}: {top.p(99):.1f} ms (goal <= {GOAL_P99_CREATE_MS:.0f} ms: "
               f"{verdict})")
     if results.profile_top:
-        print(f"\nServer hot spots during creates at c={CONCURRENCY[-1]} (share of busy samples, inclusive; "
-              f"raw stacks in {settings.profile}):")
+        print(f"\nServer hot spots during creates at c={CONCURRENCY[-1]} (share of the busy samples of all "
+              f"threads; raw stacks in {settings.profile}):")
         for frame, share in results.profile_top:
             print(f"  {share:6.1%}  {frame}")
     for note in results.notes:
@@ -465,6 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("pods", "watchers", "watch_writes", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
+    if args.profile is not None:
+        try:
+            find_py_spy()  # fail now, not after a minute of measuring
+        except RuntimeError as e:
+            parser.error(str(e))
     settings = Settings(seconds=args.seconds, pods=args.pods, watchers=args.watchers,
                         watch_writes=args.watch_writes, tls=not args.http, profile=args.profile,
                         rounds=args.rounds)

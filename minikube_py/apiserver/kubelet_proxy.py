@@ -299,6 +299,7 @@ async def relay_websockets(client: web.WebSocketResponse, kubelet: aiohttp.Clien
 
     async def copy(src: Any, dst: Any) -> None:
         async for msg in src:
+            log.warning("exec relay %s: %s %r", "up" if src is client else "down", msg.type, msg.data[:1] if isinstance(msg.data, bytes) else msg.data)
             if msg.type == WSMsgType.BINARY:
                 await dst.send_bytes(msg.data)
             elif msg.type == WSMsgType.TEXT:
@@ -313,6 +314,7 @@ async def relay_websockets(client: web.WebSocketResponse, kubelet: aiohttp.Clien
         for t in done:
             if not t.cancelled() and t.exception() is not None:
                 log.info("exec relay ended: %r", t.exception())
+        log.warning("exec relay done: kubelet close code %s exc %s", kubelet.close_code, kubelet.exception())
         if to_client in done:
             # The kubelet finished (its Status already went out): close the client the same way.
             code = kubelet.close_code or 1000

@@ -214,7 +214,7 @@ async def relay_process(channels: ChannelSocket, proc: ExecProcess, options: Str
                 if msg.type != WSMsgType.BINARY or not msg.data:
                     continue  # the v4/v5 protocols are binary only
                 channel, payload = msg.data[0], msg.data[1:]
-                log.debug("exec channel %d: %d bytes", channel, len(payload))
+                log.warning("exec channel %d: %d bytes", channel, len(payload))
                 if channel == STDIN and options.stdin:
                     await proc.write_stdin(payload)
                 elif channel == RESIZE and options.tty:

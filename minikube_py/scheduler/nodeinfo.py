@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .podinfo import CPU, MEMORY, PodInfo, resource_list
+from .podinfo import CPU, EPHEMERAL, MEMORY, PODS, PodInfo, resource_list
 
 ZONE_KEY = "topology.kubernetes.io/zone"
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
@@ -40,6 +40,9 @@ def readiness_taint(node: Mapping[str, Any]) -> dict[str, str] | None:
 
 @dataclass(slots=True)
 class NodeInfo:
+    """A node and the running totals of its pods. Flat integer fields rather than dicts: the filters
+    and scores read them once per node per pod, the hottest loop of the scheduler."""
+
     name: str
     node: Mapping[str, Any]
     labels: Mapping[str, str]
@@ -47,26 +50,52 @@ class NodeInfo:
     unschedulable: bool
     hard_taints: list[Mapping[str, Any]]       # NoSchedule and NoExecute, readiness taint included
     soft_taints: list[Mapping[str, Any]]       # PreferNoSchedule
+    alloc_cpu: int = 0
+    alloc_memory: int = 0
+    alloc_ephemeral: int = 0
+    alloc_pods: int = 0
+    plain: bool = True                          # schedulable and without hard taints
     pods: dict[str, PodInfo] = field(default_factory=dict)
-    requested: dict[str, int] = field(default_factory=dict)
+    pod_count: int = 0
+    req_cpu: int = 0
+    req_memory: int = 0
+    req_ephemeral: int = 0
+    req_scalar: Counter[str] = field(default_factory=Counter)
     non_zero_cpu: int = 0
     non_zero_memory: int = 0
     used_ports: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     owner_counts: Counter[str] = field(default_factory=Counter)
     affinity_pods: int = 0                      # pods here with any (anti-)affinity term
 
-    @property
-    def alloc_cpu(self) -> int:
-        return self.allocatable.get(CPU, 0)
+    def __post_init__(self) -> None:
+        self._derive()
+
+    def _derive(self) -> None:
+        a = self.allocatable
+        self.alloc_cpu = a.get(CPU, 0)
+        self.alloc_memory = a.get(MEMORY, 0)
+        self.alloc_ephemeral = a.get(EPHEMERAL, 0)
+        self.alloc_pods = a.get(PODS, 0)
+        self.plain = not self.unschedulable and not self.hard_taints
+
+    def update(self, fields: Mapping[str, Any]) -> None:
+        for k, v in fields.items():
+            setattr(self, k, v)
+        self._derive()
 
     @property
-    def alloc_memory(self) -> int:
-        return self.allocatable.get(MEMORY, 0)
+    def requested(self) -> dict[str, int]:
+        return {CPU: self.req_cpu, MEMORY: self.req_memory, EPHEMERAL: self.req_ephemeral,
+                **self.req_scalar}
 
     def add_pod(self, p: PodInfo) -> None:
         self.pods[p.key] = p
-        for k, v in p.requests.items():
-            self.requested[k] = self.requested.get(k, 0) + v
+        self.pod_count += 1
+        self.req_cpu += p.req_cpu
+        self.req_memory += p.req_memory
+        self.req_ephemeral += p.req_ephemeral
+        for k, v in p.req_scalar.items():
+            self.req_scalar[k] += v
         self.non_zero_cpu += p.non_zero_cpu
         self.non_zero_memory += p.non_zero_memory
         for hp in p.host_ports:
@@ -80,8 +109,14 @@ class NodeInfo:
         p = self.pods.pop(key, None)
         if p is None:
             return None
-        for k, v in p.requests.items():
-            self.requested[k] = self.requested.get(k, 0) - v
+        self.pod_count -= 1
+        self.req_cpu -= p.req_cpu
+        self.req_memory -= p.req_memory
+        self.req_ephemeral -= p.req_ephemeral
+        for k, v in p.req_scalar.items():
+            self.req_scalar[k] -= v
+            if self.req_scalar[k] <= 0:
+                del self.req_scalar[k]
         self.non_zero_cpu -= p.non_zero_cpu
         self.non_zero_memory -= p.non_zero_memory
         for hp in p.host_ports:
@@ -152,8 +187,7 @@ class ClusterState:
         else:
             if info.soft_taints:
                 self.soft_taint_nodes -= 1
-            for k, v in f.items():
-                setattr(info, k, v)
+            info.update(f)
         if info.soft_taints:
             self.soft_taint_nodes += 1
         return info

@@ -233,6 +233,10 @@ class PodInfo:
     labels: Mapping[str, str]
     node_name: str
     requests: dict[str, int]
+    req_cpu: int
+    req_memory: int
+    req_ephemeral: int
+    req_scalar: dict[str, int]                      # extended resources (nvidia.com/gpu, hugepages-2Mi)
     non_zero_cpu: int
     non_zero_memory: int
     host_ports: list[tuple[str, str, int]]          # (protocol, hostIP, port)
@@ -300,6 +304,10 @@ def pod_info(pod: Mapping[str, Any]) -> PodInfo:
         labels=meta.get("labels") or {},
         node_name=spec.get("nodeName") or "",
         requests=requests,
+        req_cpu=requests.get(CPU, 0),
+        req_memory=requests.get(MEMORY, 0),
+        req_ephemeral=requests.get(EPHEMERAL, 0),
+        req_scalar={k: v for k, v in requests.items() if k not in (CPU, MEMORY, EPHEMERAL, PODS) and v > 0},
         non_zero_cpu=non_zero.get(CPU, 0),
         non_zero_memory=non_zero.get(MEMORY, 0),
         host_ports=_host_ports(spec),

@@ -26,6 +26,19 @@ other ambiguous outcomes are reported as errors, never as false successes: a ret
 whose key was changed again afterwards raises :class:`KeyExistsError`, a retried ``delete`` whose
 first try landed raises :class:`KeyNotFoundError` (the key is gone either way).
 
+Fail-over (``etcd_endpoints.py``). Calls go to one member; on "unavailable" (connection refused,
+no leader, leader changed, timed out) the next endpoint is tried, pausing briefly after each full
+round, until ``timeout`` (default 5 s) has passed: then :class:`StoreUnavailableError`. Every call
+carries etcd's "require leader" flag, so a member cut off from the quorum refuses at once instead of
+queueing. After a failure, tries are capped at 1 s (doubling), because a follower whose leader just
+died sits on proposals for seconds. A member is asked for its cluster id before first use and after
+each failure, so a dead member's address taken over by another etcd is never written to.
+
+Watches (``etcd_watch.py``) are etcd watches with ``prev_kv``; a lost stream is re-created on the
+next member from the revision after the last buffered event. ``from_revision=0`` starts after the
+newest revision this client has seen in any answer, so writes it makes after ``watch()`` returns
+are always delivered however late the stream is set up.
+
 Compaction. etcd does not say how far it has compacted except inside errors, and range errors
 carry no number at all. :meth:`EtcdStore.compacted_revision` therefore asks: a read at revision
 ``r`` fails exactly when ``r`` is below the compacted revision, so a binary search between what this
@@ -177,8 +190,8 @@ class EtcdStore(Store):
             self._seen_revision = revision
 
     async def _kv(self, method: str, request: Any, attempts: Attempts | None = None) -> Any:
-        """One KV call with fail-over; etcd's refusals become store errors (``revision`` errors are
-        left to the caller, who knows the numbers)."""
+        """One KV call with fail-over. etcd's refusals come out as :class:`grpc.aio.AioRpcError`;
+        the callers translate them, knowing which revision was asked for."""
 
         async def once(member: Member, budget: float) -> Any:
             return await getattr(member.kv, method)(request, timeout=budget, metadata=REQUIRE_LEADER)

@@ -236,6 +236,7 @@ class EndpointPool:
         # None: no limit below the budget (all members looked healthy when the call started).
         per_try = first_try if first_try is not None else (self.first_try if self.degraded() else None)
         pause = 0.02
+        tries = 0
         while True:
             if self.closed:
                 raise StoreClosedError("the etcd store is closed")
@@ -247,6 +248,7 @@ class EndpointPool:
                 ) from last
             index = self._current
             budget = remaining if per_try is None else min(remaining, per_try)
+            tries += 1
             try:
                 member = await self.ready(index, budget)
                 attempts.count += 1
@@ -263,7 +265,7 @@ class EndpointPool:
                 elif err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     per_try *= 2
             # A full round without an answer: the cluster is electing or gone; do not spin.
-            if attempts.count % len(self.endpoints) == 0:
+            if tries % len(self.endpoints) == 0:
                 await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
                 pause = min(pause * 2, 0.5)
 

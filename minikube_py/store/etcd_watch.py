@@ -58,6 +58,8 @@ def event_from_pb(ev: rpc.Event) -> Event:
 
 
 class EtcdWatch(Watch):
+    """One prefix watch; see the module docstring."""
+
     def __init__(
         self,
         pool: EndpointPool,
@@ -71,7 +73,7 @@ class EtcdWatch(Watch):
         self._pool = pool
         self._key = key
         self._range_end = range_end
-        # The next revision the consumer has not been given: where a re-created watch starts.
+        # The first revision not yet buffered: where a re-created watch starts.
         self._next = from_revision + 1
         self._buffer_size = buffer
         self._on_revision = on_revision

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -50,7 +51,7 @@ class Ctl:
         assert res.returncode != 0, f"{' '.join(args)} unexpectedly succeeded:\n{res.stdout}"
         return res.stderr
 
-    def get_json(self, *args: str) -> dict:
+    def get_json(self, *args: str) -> dict[str, Any]:
         return json.loads(self.out("get", *args, "-o", "json"))
 
     def argv(self, *args: str) -> list[str]:
@@ -201,6 +202,7 @@ def test_apply_multi_document_manifest(ctl: Ctl) -> None:
     again = ctl.out("apply", "-f", "-", input=app_manifest(ctl.ns))
     assert f"namespace/{ctl.ns} unchanged" in again
     assert "configmap/cfg unchanged" in again
+    assert "deployment.apps/web unchanged" in again
     assert "service/web unchanged" in again
     cm = ctl.get_json("configmap", "cfg")
     assert cm["data"] == {"color": "blue"}

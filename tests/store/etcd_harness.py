@@ -140,9 +140,7 @@ class EtcdCluster:
         while True:
             for m in self._members:
                 if m.process is not None and m.process.poll() is not None:
-                    raise RuntimeError(
-                        f"etcd member {m.name} exited with {m.process.returncode}: {self._log_tail(m)}"
-                    )
+                    raise RuntimeError(f"etcd member {m.name} exited with {m.process.returncode}: {self._log_tail(m)}")
             leaders = {self._status(i, 0.5) for i in range(self.size)}
             if len(leaders) == 1 and None not in leaders and 0 not in leaders:
                 return

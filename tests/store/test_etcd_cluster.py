@@ -166,6 +166,33 @@ async def test_all_members_dead_raises_unavailable_not_hang(cluster3: EtcdCluste
         await asyncio.wait_for(EtcdStore.open(cluster3.endpoints, timeout=1.0), GUARD)
 
 
+async def test_a_member_of_another_cluster_is_never_used(tmp_path: Path) -> None:
+    """An endpoint that answers for a different cluster (a dead member's port taken over by another
+    etcd) counts as unavailable: nothing is read from or written to it."""
+    ours, theirs = EtcdCluster(tmp_path / "ours"), EtcdCluster(tmp_path / "theirs")
+    try:
+        ours.start()
+        theirs.start()
+        store = await EtcdStore.open([*ours.endpoints, *theirs.endpoints], timeout=1.0)
+        try:
+            await store.create("/x/mine", b"1")
+            ours.kill(0)
+            with pytest.raises(StoreUnavailableError, match="belongs to cluster"):
+                await asyncio.wait_for(store.create("/x/lost", b"2"), GUARD)
+            with pytest.raises(StoreUnavailableError):
+                await asyncio.wait_for(store.get("/x/mine"), GUARD)
+        finally:
+            await store.close()
+        other = await EtcdStore.open(theirs.endpoints)
+        try:
+            assert (await other.range("/x/")).items == []
+        finally:
+            await other.close()
+    finally:
+        ours.stop()
+        theirs.stop()
+
+
 # -- ambiguous failures: applied by etcd, but the answer lost ------------------------------------
 
 
@@ -273,15 +300,16 @@ async def test_watch_reconnect_resumes_without_gap_or_duplicate(one_member_store
     watch = store.watch(prefix, 0)
     written = [await store.create(f"{prefix}{i}", b"x") for i in range(5)]
     got: list[Event] = []
-    async for ev in watch:
-        got.append(ev)
-        if len(got) == 2:
-            call = watch._call  # type: ignore[attr-defined]
-            assert call is not None
-            call.cancel()  # the producer sees CANCELLED and re-creates the stream
-            written += [await store.create(f"{prefix}{i}", b"x") for i in range(5, 8)]
-        if len(got) == len(written) == 8:
-            break
+    async with asyncio.timeout(GUARD):  # a lost event would otherwise wait forever
+        async for ev in watch:
+            got.append(ev)
+            if len(got) == 2:
+                call = watch._call  # type: ignore[attr-defined]
+                assert call is not None
+                call.cancel()  # the producer sees the stream end and re-creates it
+                written += [await store.create(f"{prefix}{i}", b"x") for i in range(5, 8)]
+            if len(got) == len(written) == 8:
+                break
     await watch.close()
     assert [ev.revision for ev in got] == [kv.mod_revision for kv in written]
     assert watch.reconnects >= 1  # type: ignore[attr-defined]

@@ -286,7 +286,7 @@ async def profile_creates(pid: int, settings: Settings, op: Any) -> list[tuple[s
     duration = max(2, round(settings.seconds))
     proc = await asyncio.create_subprocess_exec(
         py_spy, "record", "--pid", str(pid), "--duration", str(duration), "--rate", "250",
-        "--format", "raw", "--output", str(settings.profile), "--nonblocking",
+        "--format", "raw", "--output", str(settings.profile), "--nonblocking", "--gil",
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         await asyncio.sleep(0.5)  # py-spy attaching

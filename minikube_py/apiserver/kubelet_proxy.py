@@ -299,7 +299,6 @@ async def relay_websockets(client: web.WebSocketResponse, kubelet: aiohttp.Clien
 
     async def copy(src: Any, dst: Any) -> None:
         async for msg in src:
-            log.warning("exec relay %s: %s %r", "up" if src is client else "down", msg.type, msg.data[:1] if isinstance(msg.data, bytes) else msg.data)
             if msg.type == WSMsgType.BINARY:
                 await dst.send_bytes(msg.data)
             elif msg.type == WSMsgType.TEXT:
@@ -314,11 +313,11 @@ async def relay_websockets(client: web.WebSocketResponse, kubelet: aiohttp.Clien
         for t in done:
             if not t.cancelled() and t.exception() is not None:
                 log.info("exec relay ended: %r", t.exception())
-        log.warning("exec relay done: kubelet close code %s exc %s", kubelet.close_code, kubelet.exception())
         if to_client in done:
-            # The kubelet finished (its Status already went out): close the client the same way.
+            # The kubelet finished (its Status already went out): close the client the same way, but
+            # never with a code reserved for "no frame seen" (1005, 1006, 1015): clients reject those.
             code = kubelet.close_code or 1000
-            await client.close(code=code if 1000 <= code < 5000 else 1000)
+            await client.close(code=code if 1000 <= code < 5000 and code not in (1005, 1006, 1015) else 1000)
         else:
             await kubelet.close()
     finally:

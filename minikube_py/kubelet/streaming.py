@@ -194,9 +194,17 @@ class ChannelSocket:
         async with self._send_lock:
             await self.ws.send_bytes(bytes((channel,)) + data)
 
-    async def finish(self, status: dict[str, Any]) -> None:
+    async def finish(self, status: dict[str, Any], reader: asyncio.Future[None] | None = None) -> None:
+        """Send the final Status, then close with a full handshake.
+
+        A receive still pending would make aiohttp drop the TCP connection right after our close
+        frame, before the peer's answer; the peer would then see an abnormal closure (1006).
+        """
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.send(ERROR, orjson.dumps(status))
+        if reader is not None and not reader.done():
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
         await self.ws.close()
 
 
@@ -214,7 +222,7 @@ async def relay_process(channels: ChannelSocket, proc: ExecProcess, options: Str
                 if msg.type != WSMsgType.BINARY or not msg.data:
                     continue  # the v4/v5 protocols are binary only
                 channel, payload = msg.data[0], msg.data[1:]
-                log.warning("exec channel %d: %d bytes", channel, len(payload))
+                log.debug("exec channel %d: %d bytes", channel, len(payload))
                 if channel == STDIN and options.stdin:
                     await proc.write_stdin(payload)
                 elif channel == RESIZE and options.tty:
@@ -245,7 +253,7 @@ async def relay_process(channels: ChannelSocket, proc: ExecProcess, options: Str
         for p in done:
             if p.exception() is not None and not isinstance(p.exception(), ConnectionError):
                 log.warning("exec output pump failed: %r", p.exception())
-        await channels.finish(exit_status(exited.result()))
+        await channels.finish(exit_status(exited.result()), receiver)
     finally:
         if not exited.done():
             # Cancelled (the server stops, or aiohttp saw the connection drop): no orphan commands.

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .nodeinfo import ClusterState, NodeInfo
-from .podinfo import CPU, EPHEMERAL, MEMORY, PODS, AffinityTerm, PodInfo, tolerated
+from .podinfo import CPU, EPHEMERAL, MEMORY, AffinityTerm, PodInfo, tolerated
 
 ERR_UNSCHEDULABLE = "node(s) were unschedulable"
 ERR_NODE_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
@@ -144,17 +144,16 @@ def node_ports(pod: PodInfo, node: NodeInfo, state: CycleState) -> Status | None
 def insufficient_resources(pod: PodInfo, node: NodeInfo) -> list[str]:
     """NodeResourcesFit: every resource the node lacks (all are reported, not just the first)."""
     reasons = []
-    alloc, used = node.allocatable, node.requested
-    if len(node.pods) + 1 > alloc.get(PODS, 0):
+    if node.pod_count + 1 > node.alloc_pods:
         reasons.append(ERR_TOO_MANY_PODS)
-    for name in (CPU, MEMORY, EPHEMERAL):
-        want = pod.requests.get(name, 0)
-        if want > 0 and want > alloc.get(name, 0) - used.get(name, 0):
-            reasons.append(f"Insufficient {name}")
-    for name, want in pod.requests.items():
-        if name in (CPU, MEMORY, EPHEMERAL, PODS) or want <= 0:
-            continue
-        if want > alloc.get(name, 0) - used.get(name, 0):
+    if pod.req_cpu > 0 and pod.req_cpu > node.alloc_cpu - node.req_cpu:
+        reasons.append(f"Insufficient {CPU}")
+    if pod.req_memory > 0 and pod.req_memory > node.alloc_memory - node.req_memory:
+        reasons.append(f"Insufficient {MEMORY}")
+    if pod.req_ephemeral > 0 and pod.req_ephemeral > node.alloc_ephemeral - node.req_ephemeral:
+        reasons.append(f"Insufficient {EPHEMERAL}")
+    for name, want in pod.req_scalar.items():
+        if want > node.allocatable.get(name, 0) - node.req_scalar.get(name, 0):
             reasons.append(f"Insufficient {name}")
     return reasons
 

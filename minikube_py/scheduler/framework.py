@@ -5,11 +5,20 @@ equals. No I/O: it reads the ClusterState and returns a node name or raises FitE
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
 
-from .filters import CycleState, Status, filters_for, prefilter
+from .filters import (
+    CycleState,
+    Status,
+    filters_for,
+    node_resources_fit,
+    node_unschedulable,
+    prefilter,
+    taint_toleration,
+)
 from .nodeinfo import ClusterState, NodeInfo
 from .podinfo import PodInfo
 from .scores import score_nodes
@@ -83,41 +92,54 @@ def find_feasible(pod: PodInfo, cluster: ClusterState,
     n = len(nodes)
     state = prefilter(pod, cluster, namespace_labels)
     chain = filters_for(pod, state)
+    # The chain is [unschedulable, taints, (affinity), (ports), fit, (inter-pod)]. The loop below runs
+    # it in that order but inlines the checks every pod needs: a plain node (schedulable, no hard
+    # taints) skips the first two, and a node with room skips NodeResourcesFit's reason building.
+    fit_at = chain.index(node_resources_fit)
+    before_fit, after_fit = chain[2:fit_at], chain[fit_at + 1:]
+    pcpu, pmem, peph, scalar = pod.req_cpu, pod.req_memory, pod.req_ephemeral, pod.req_scalar
     wanted = num_feasible_nodes_to_find(n)
     feasible: list[NodeInfo] = []
     statuses: dict[str, Status] = {}
     start = cluster.next_start % n if n else 0
     processed = 0
-    for i in range(n):
-        node = nodes[(start + i) % n]
+    for node in itertools.chain(nodes[start:], nodes[:start]):
         processed += 1
-        for f in chain:
-            status = f(pod, node, state)
-            if status is not None:
-                statuses[node.name] = status
-                break
-        else:
-            feasible.append(node)
-            if len(feasible) >= wanted:
-                break
+        status = None
+        if not node.plain:
+            status = node_unschedulable(pod, node, state) or taint_toleration(pod, node, state)
+        if status is None:
+            for f in before_fit:
+                status = f(pod, node, state)
+                if status is not None:
+                    break
+        if status is None and (node.pod_count >= node.alloc_pods
+                               or (pcpu and pcpu > node.alloc_cpu - node.req_cpu)
+                               or (pmem and pmem > node.alloc_memory - node.req_memory)
+                               or (peph and peph > node.alloc_ephemeral - node.req_ephemeral)
+                               or scalar):
+            status = node_resources_fit(pod, node, state)
+        if status is None:
+            for f in after_fit:
+                status = f(pod, node, state)
+                if status is not None:
+                    break
+        if status is not None:
+            statuses[node.name] = status
+            continue
+        feasible.append(node)
+        if len(feasible) >= wanted:
+            break
     if n:
         cluster.next_start = (start + processed) % n
     return feasible, statuses, state
 
 
 def select_host(nodes: list[NodeInfo], scores: list[int], rng: random.Random) -> NodeInfo:
-    """The highest score; among equals each is equally likely (reservoir sampling, as selectHost)."""
-    best = nodes[0]
-    best_score = scores[0]
-    ties = 1
-    for node, score in zip(nodes[1:], scores[1:], strict=True):
-        if score > best_score:
-            best, best_score, ties = node, score, 1
-        elif score == best_score:
-            ties += 1
-            if rng.randrange(ties) == 0:
-                best = node
-    return best
+    """The highest score; among equals each is equally likely (kube-scheduler's selectHost)."""
+    best = max(scores)
+    ties = [i for i, s in enumerate(scores) if s == best]
+    return nodes[ties[0] if len(ties) == 1 else rng.choice(ties)]
 
 
 def schedule(pod: PodInfo, cluster: ClusterState, rng: random.Random | None = None,

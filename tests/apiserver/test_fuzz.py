@@ -199,7 +199,9 @@ def test_random_paths_and_parameters(http: httpx.Client, data: st.DataObject) ->
                 "application/json-patch+json", "application/apply-patch+yaml", headers["Content-Type"]]))
     # A watch streams until timeoutSeconds: take its status line and hang up rather than wait.
     streaming = params.get("watch") in ("1", "true", "True")
-    with http.stream(method, path, params=params, headers=headers, content=content) as resp:
+    # An absolute URL: httpx refuses a relative one starting with "//".
+    url = str(http.base_url).rstrip("/") + path
+    with http.stream(method, url, params=params, headers=headers, content=content) as resp:
         check(resp, read_body=not streaming)
 
 

@@ -192,7 +192,7 @@ def test_server_process_reports_a_server_that_never_gets_ready(tmp_path: Path) -
     with pytest.raises(RuntimeError, match="did not print") as info:
         with _util.server_process(cmd, r"port (\d+)", timeout=30, log_path=str(log)):
             pass
-    assert "exit code 3" in str(info.value)
+    assert "exited with code 3" in str(info.value)
     assert "no port for you" in log.read_text()
 
 

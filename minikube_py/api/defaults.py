@@ -76,7 +76,8 @@ def default_pod_spec(spec: dict) -> None:
 
 def _default_container(container: dict, host_network: bool) -> None:
     if not container.get("imagePullPolicy"):
-        container["imagePullPolicy"] = image_pull_policy(container.get("image") or "")
+        image = container.get("image")
+        container["imagePullPolicy"] = image_pull_policy(image if isinstance(image, str) else "")
     container.setdefault("terminationMessagePath", "/dev/termination-log")
     container.setdefault("terminationMessagePolicy", "File")
     if container.get("resources") is None:

@@ -177,6 +177,9 @@ async def _watch(srv: APIServer, request: web.Request, info: ResourceInfo, names
         await resp.write(dumps({"type": ev.type, "object": obj}) + b"\n")
 
     pump_task = asyncio.ensure_future(pump())
+    me = asyncio.current_task()
+    if me is not None:
+        srv.watch_tasks.add(me)
     try:
         next_bookmark = loop.time() + srv.config.bookmark_interval
         while True:
@@ -198,9 +201,12 @@ async def _watch(srv: APIServer, request: web.Request, info: ResourceInfo, names
             await _emit(ev, send, bookmarks, info, send_initial)
             if ev.type == "ERROR":
                 break
-    except ConnectionResetError:
+    except (ConnectionResetError, asyncio.CancelledError):
+        # Cancelled: the client went away, or the server is stopping and ends every watch at once.
         pass
     finally:
+        if me is not None:
+            srv.watch_tasks.discard(me)
         srv.metrics.watchers[info.plural] -= 1
         pump_task.cancel()
         try:

@@ -96,6 +96,7 @@ class APIServer:
         self._runner: web.AppRunner | None = None
         self.port: int = config.port
         self.ready = False
+        self.watch_tasks: set[asyncio.Task[Any]] = set()
 
     # ---- authentication ----------------------------------------------------------------------------
 
@@ -233,7 +234,8 @@ class APIServer:
         from .requests import MAX_BODY_BYTES
 
         app = web.Application(middlewares=[self._pipeline], client_max_size=MAX_BODY_BYTES + 1024)
-        app.router.add_route("*", "/{tail:.*}", self._route)
+        # [\s\S], not ".": a path may carry a percent-encoded newline and must still reach _route.
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._route)
         return app
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -272,6 +274,8 @@ class APIServer:
 
     async def stop(self) -> None:
         self.ready = False
+        for task in list(self.watch_tasks):
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -5,6 +5,7 @@ allocates."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import TYPE_CHECKING, Any
 
 from minikube_py.api import errors
@@ -12,6 +13,8 @@ from minikube_py.api.resources import ResourceInfo
 
 if TYPE_CHECKING:
     from .registry import DeleteOptions, Registry
+
+log = logging.getLogger("minikube_py.apiserver.strategy")
 
 # Kinds whose metadata.generation counts spec changes (observedGeneration is compared against it).
 GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "DaemonSet"})
@@ -144,8 +147,14 @@ def default_and_validate(info: ResourceInfo, obj: dict[str, Any], old: dict[str,
     from minikube_py.api.defaults import apply_defaults
     from minikube_py.api.validation import validate
 
-    apply_defaults(info, obj)
-    causes = validate(info, obj, old)
+    try:
+        apply_defaults(info, obj)
+        causes = validate(info, obj, old)
+    except (TypeError, AttributeError, ValueError) as e:
+        # kube-apiserver decodes into typed structs and answers a wrongly typed field with 400 before
+        # defaulting or validation see it; here such a value can reach them, so 400 comes from here.
+        log.warning("malformed %s reached defaulting/validation: %s: %s", info.kind, type(e).__name__, e)
+        raise errors.bad_request(f"the {info.kind} is malformed: {type(e).__name__}: {e}") from None
     if causes:
         raise errors.invalid(info.kind, str(obj.get("metadata", {}).get("name", "")), causes, info.group)
 

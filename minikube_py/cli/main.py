@@ -14,7 +14,11 @@ import sys
 COMMAND_MODULES: list[str] = [
     "minikube_py.cli.pki_cmd",
     "minikube_py.cli.apiserver_cmd",
+    "minikube_py.cli.controller_manager_cmd",
     "minikube_py.cli.store_cmd",
+    "minikube_py.cli.fake_nodes_cmd",
+    "minikube_py.cli.up_cmd",
+    "minikube_py.cli.scheduler_cmd",
 ]
 
 

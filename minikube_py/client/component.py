@@ -18,6 +18,7 @@ import datetime as dt
 import inspect
 import logging
 import math
+import re
 import ssl
 import tempfile
 from collections.abc import Callable, Sequence
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 HealthCheck = Callable[[], Any]  # returns a bool (or an awaitable of one); raising counts as failing
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CHECK_TIMEOUT = 5.0  # a check that hangs fails rather than hanging the probe
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 # ---- metrics ---------------------------------------------------------------------------------------
@@ -42,6 +45,8 @@ def _escape(value: str) -> str:
 
 
 def _num(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
     if v == int(v) and abs(v) < 2**53:
@@ -53,10 +58,13 @@ class _Metric:
     type_name = ""
 
     def __init__(self, name: str, help: str, labels: Sequence[str]) -> None:
-        if not name or not name.replace("_", "a").replace(":", "a").isalnum() or name[0].isdigit():
+        if not _METRIC_NAME.fullmatch(name):
             raise ValueError(f"invalid metric name {name!r}")
         if isinstance(labels, str):
             raise TypeError("labels is a sequence of label names")
+        for label in labels:
+            if not _LABEL_NAME.fullmatch(label) or label == "le":
+                raise ValueError(f"{name}: invalid label name {label!r}")
         self.name = name
         self.help = help
         self.label_names = tuple(labels)

@@ -177,7 +177,6 @@ class APIClient:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=100, keepalive_timeout=60),
-                json_serialize=lambda o: orjson.dumps(o).decode(),
             )
         return self._session
 
@@ -303,10 +302,13 @@ class APIClient:
     async def update(self, res: str | ResourceInfo, obj: dict[str, Any], *,
                      subresource: str | None = None) -> dict[str, Any]:
         """PUT ``obj``; its ``metadata.resourceVersion`` makes the write conditional (409 when stale)."""
+        info = resource(res)
         meta = obj.get("metadata") or {}
         if not meta.get("name"):
             raise ValueError("update needs metadata.name")
-        path = self.path(res, meta.get("namespace"), meta["name"], subresource)
+        if info.namespaced and not meta.get("namespace"):
+            raise ValueError(f"{info.qualified} are namespaced: the object needs metadata.namespace")
+        path = self.path(info, meta.get("namespace"), meta["name"], subresource)
         return await self.request("PUT", path, body=obj)
 
     async def update_status(self, res: str | ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:

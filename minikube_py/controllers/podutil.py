@@ -246,11 +246,14 @@ class Expectations:
             return True
         return time.monotonic() - e.at > self.ttl
 
+    def expect(self, key: str, creations: int = 0, deletions: Iterable[str] = ()) -> None:
+        self._by_key[key] = _Expectation(adds=creations, deletes=set(deletions))
+
     def expect_creations(self, key: str, count: int) -> None:
-        self._by_key[key] = _Expectation(adds=count)
+        self.expect(key, creations=count)
 
     def expect_deletions(self, key: str, pod_keys: Iterable[str]) -> None:
-        self._by_key[key] = _Expectation(deletes=set(pod_keys))
+        self.expect(key, deletions=pod_keys)
 
     def creation_observed(self, key: str, count: int = 1) -> None:
         e = self._by_key.get(key)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .filters import CycleState
 from .nodeinfo import ZONE_KEY, ClusterState, NodeInfo
-from .podinfo import CPU, MEMORY, AffinityTerm, PodInfo, tolerated
+from .podinfo import AffinityTerm, PodInfo, tolerated
 
 MAX_SCORE = 100
 
@@ -45,15 +45,16 @@ def balanced_allocation(pod: PodInfo, nodes: list[NodeInfo], state: CycleState) 
     """NodeResourcesBalancedAllocation: prefer nodes whose cpu and memory fill up evenly,
     ``(1 - std(fractions)) * 100``; with two resources std is half their difference."""
     out = []
-    pcpu, pmem = pod.requests.get(CPU, 0), pod.requests.get(MEMORY, 0)
+    pcpu, pmem = pod.req_cpu, pod.req_memory
     for n in nodes:
         acpu, amem = n.alloc_cpu, n.alloc_memory
         if not acpu or not amem:
             out.append(0)
             continue
-        fcpu = min((n.requested.get(CPU, 0) + pcpu) / acpu, 1.0)
-        fmem = min((n.requested.get(MEMORY, 0) + pmem) / amem, 1.0)
-        out.append(int((1 - abs(fcpu - fmem) / 2) * MAX_SCORE))
+        fcpu = (n.req_cpu + pcpu) / acpu
+        fmem = (n.req_memory + pmem) / amem
+        diff = (fcpu if fcpu < 1.0 else 1.0) - (fmem if fmem < 1.0 else 1.0)
+        out.append(int((1 - (diff if diff >= 0 else -diff) / 2) * MAX_SCORE))
     return out
 
 
@@ -65,20 +66,25 @@ def owner_spread(pod: PodInfo, nodes: list[NodeInfo], state: CycleState) -> list
         return [0] * len(nodes)
     counts = [n.owner_counts.get(uid, 0) for n in nodes]
     max_count = max(counts)
+    if max_count:
+        scores = [MAX_SCORE * (max_count - c) // max_count for c in counts]
+    else:
+        scores = [MAX_SCORE] * len(nodes)
+    zones = [n.labels.get(ZONE_KEY) for n in nodes]
+    if not any(zones):
+        return scores
     zone_counts: Counter[str] = Counter()
-    for n, c in zip(nodes, counts, strict=True):
-        zone = n.labels.get(ZONE_KEY)
+    for zone, c in zip(zones, counts, strict=True):
         if zone is not None:
             zone_counts[zone] += c
-    max_zone = max(zone_counts.values()) if zone_counts else 0
+    max_zone = max(zone_counts.values())
     out = []
-    for n, c in zip(nodes, counts, strict=True):
-        score = MAX_SCORE * (max_count - c) / max_count if max_count else float(MAX_SCORE)
-        zone = n.labels.get(ZONE_KEY)
-        if zone_counts and zone is not None:
-            zscore = MAX_SCORE * (max_zone - zone_counts[zone]) / max_zone if max_zone else float(MAX_SCORE)
-            score = score * (1 - ZONE_WEIGHTING) + ZONE_WEIGHTING * zscore
-        out.append(int(score))
+    for zone, score in zip(zones, scores, strict=True):
+        if zone is None:
+            out.append(score)
+            continue
+        zscore = MAX_SCORE * (max_zone - zone_counts[zone]) / max_zone if max_zone else float(MAX_SCORE)
+        out.append(int(score * (1 - ZONE_WEIGHTING) + ZONE_WEIGHTING * zscore))
     return out
 
 
@@ -174,8 +180,14 @@ def plugins_for(pod: PodInfo, cluster: ClusterState) -> list[ScorePlugin]:
 def score_nodes(pod: PodInfo, nodes: list[NodeInfo], state: CycleState, cluster: ClusterState
                 ) -> list[int]:
     """The weighted total per node, in ``nodes`` order."""
-    totals = [0] * len(nodes)
+    totals: list[int] | None = None
     for plugin in plugins_for(pod, cluster):
-        for i, s in enumerate(plugin.fn(pod, nodes, state)):
-            totals[i] += s * plugin.weight
-    return totals
+        scores = plugin.fn(pod, nodes, state)
+        w = plugin.weight
+        if totals is None:
+            totals = [s * w for s in scores] if w != 1 else scores
+        elif w == 1:
+            totals = [t + s for t, s in zip(totals, scores, strict=True)]
+        else:
+            totals = [t + s * w for t, s in zip(totals, scores, strict=True)]
+    return totals if totals is not None else [0] * len(nodes)

@@ -64,18 +64,24 @@ def status_of(e: ApiException) -> dict[str, Any]:
 
 
 def _template(app: str) -> dict[str, Any]:
-    return {"metadata": {"labels": {"app": app}},
-            "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}
+    return {
+        "metadata": {"labels": {"app": app}},
+        "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]},
+    }
 
 
 def _workload(name: str, ns: str) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": ns},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}}, "template": _template(name)}}
+    return {
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}}, "template": _template(name)},
+    }
 
 
 def _daemonset(name: str, ns: str) -> dict[str, Any]:
-    return {"metadata": {"name": name},
-            "spec": {"selector": {"matchLabels": {"app": name}}, "template": _template(name)}}
+    return {
+        "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": _template(name)},
+    }
 
 
 @dataclass(frozen=True)
@@ -98,33 +104,89 @@ class Kind:
 
 KINDS = [
     Kind("namespaces", client.CoreV1Api, "namespace", False, lambda n, ns: {"metadata": {"name": n}}),
-    Kind("pods", client.CoreV1Api, "pod", True,
-         lambda n, ns: {"metadata": {"name": n}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
-    Kind("nodes", client.CoreV1Api, "node", False,
-         lambda n, ns: {"metadata": {"name": n}, "spec": {"podCIDR": "10.244.7.0/24"}}),
-    Kind("services", client.CoreV1Api, "service", True,
-         lambda n, ns: {"metadata": {"name": n}, "spec": {"selector": {"app": n}, "ports": [{"port": 80}]}}),
-    Kind("endpoints", client.CoreV1Api, "endpoints", True,
-         lambda n, ns: {"metadata": {"name": n},
-                        "subsets": [{"addresses": [{"ip": "10.244.0.5"}], "ports": [{"port": 80}]}]}),
-    Kind("configmaps", client.CoreV1Api, "config_map", True,
-         lambda n, ns: {"metadata": {"name": n}, "data": {"key": "value"}}),
-    Kind("secrets", client.CoreV1Api, "secret", True,
-         lambda n, ns: {"metadata": {"name": n}, "type": "Opaque", "data": {"key": "dmFsdWU="}}),
-    Kind("serviceaccounts", client.CoreV1Api, "service_account", True, lambda n, ns: {"metadata": {"name": n}}),
-    Kind("events", client.CoreV1Api, "event", True,
-         lambda n, ns: {"metadata": {"name": n}, "reason": "Tested", "message": "from the python client",
-                        "type": "Normal",
-                        "involvedObject": {"kind": "Pod", "name": "x", "namespace": ns, "apiVersion": "v1"}}),
+    Kind(
+        "pods",
+        client.CoreV1Api,
+        "pod",
+        True,
+        lambda n, ns: {"metadata": {"name": n}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}},
+    ),
+    Kind(
+        "nodes",
+        client.CoreV1Api,
+        "node",
+        False,
+        lambda n, ns: {"metadata": {"name": n}, "spec": {"podCIDR": "10.244.7.0/24"}},
+    ),
+    Kind(
+        "services",
+        client.CoreV1Api,
+        "service",
+        True,
+        lambda n, ns: {"metadata": {"name": n}, "spec": {"selector": {"app": n}, "ports": [{"port": 80}]}},
+    ),
+    Kind(
+        "endpoints",
+        client.CoreV1Api,
+        "endpoints",
+        True,
+        lambda n, ns: {
+            "metadata": {"name": n},
+            "subsets": [{"addresses": [{"ip": "10.244.0.5"}], "ports": [{"port": 80}]}],
+        },
+    ),
+    Kind(
+        "configmaps",
+        client.CoreV1Api,
+        "config_map",
+        True,
+        lambda n, ns: {"metadata": {"name": n}, "data": {"key": "value"}},
+    ),
+    Kind(
+        "secrets",
+        client.CoreV1Api,
+        "secret",
+        True,
+        lambda n, ns: {"metadata": {"name": n}, "type": "Opaque", "data": {"key": "dmFsdWU="}},
+    ),
+    Kind(
+        "serviceaccounts", client.CoreV1Api, "service_account", True, lambda n, ns: {"metadata": {"name": n}}
+    ),
+    Kind(
+        "events",
+        client.CoreV1Api,
+        "event",
+        True,
+        lambda n, ns: {
+            "metadata": {"name": n},
+            "reason": "Tested",
+            "message": "from the python client",
+            "type": "Normal",
+            "involvedObject": {"kind": "Pod", "name": "x", "namespace": ns, "apiVersion": "v1"},
+        },
+    ),
     Kind("deployments", client.AppsV1Api, "deployment", True, _workload),
     Kind("replicasets", client.AppsV1Api, "replica_set", True, _workload),
     Kind("daemonsets", client.AppsV1Api, "daemon_set", True, _daemonset),
-    Kind("leases", client.CoordinationV1Api, "lease", True,
-         lambda n, ns: {"metadata": {"name": n}, "spec": {"holderIdentity": "me", "leaseDurationSeconds": 15}}),
-    Kind("endpointslices", client.DiscoveryV1Api, "endpoint_slice", True,
-         lambda n, ns: {"metadata": {"name": n, "labels": {"kubernetes.io/service-name": "web"}},
-                        "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.0.5"]}],
-                        "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}),
+    Kind(
+        "leases",
+        client.CoordinationV1Api,
+        "lease",
+        True,
+        lambda n, ns: {"metadata": {"name": n}, "spec": {"holderIdentity": "me", "leaseDurationSeconds": 15}},
+    ),
+    Kind(
+        "endpointslices",
+        client.DiscoveryV1Api,
+        "endpoint_slice",
+        True,
+        lambda n, ns: {
+            "metadata": {"name": n, "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.244.0.5"]}],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+        },
+    ),
 ]
 
 
@@ -244,8 +306,15 @@ def test_binding(core: client.CoreV1Api, ns: str) -> None:
 
 def test_selectors_and_pagination(core: client.CoreV1Api, ns: str) -> None:
     for i in range(25):
-        core.create_namespaced_config_map(ns, {"metadata": {"name": f"cm-{i:02d}", "labels": {
-            "parity": "even" if i % 2 == 0 else "odd", "tier": "a" if i < 5 else "b"}}})
+        core.create_namespaced_config_map(
+            ns,
+            {
+                "metadata": {
+                    "name": f"cm-{i:02d}",
+                    "labels": {"parity": "even" if i % 2 == 0 else "odd", "tier": "a" if i < 5 else "b"},
+                }
+            },
+        )
     even = core.list_namespaced_config_map(ns, label_selector="parity=even")
     assert len(even.items) == 13
     assert len(core.list_namespaced_config_map(ns, label_selector="parity=odd,tier in (a)").items) == 2
@@ -289,11 +358,16 @@ def test_watch_resumes_after_a_list(core: client.CoreV1Api, ns: str) -> None:
     seen: list[tuple[str, str, str | None, str]] = []
     for event in watch.stream(core.list_namespaced_config_map, ns, resource_version=rv, timeout_seconds=10):
         obj = event["object"]
-        seen.append((event["type"], obj.metadata.name, (obj.data or {}).get("a"), obj.metadata.resource_version))
+        seen.append(
+            (event["type"], obj.metadata.name, (obj.data or {}).get("a"), obj.metadata.resource_version)
+        )
         if len(seen) == 3:
             watch.stop()
-    assert [(t, n, a) for t, n, a, _ in seen] == [("ADDED", "w", "1"), ("MODIFIED", "w", "2"),
-                                                  ("DELETED", "w", "2")]
+    assert [(t, n, a) for t, n, a, _ in seen] == [
+        ("ADDED", "w", "1"),
+        ("MODIFIED", "w", "2"),
+        ("DELETED", "w", "2"),
+    ]
     rvs = [int(r) for *_, r in seen]
     assert rvs == sorted(rvs) and len(set(rvs)) == 3 and rvs[0] > int(rv)
 
@@ -314,8 +388,10 @@ def test_stale_update_conflicts(core: client.CoreV1Api, ns: str) -> None:
 
 
 def _service(core: client.CoreV1Api, ns: str, name: str, **spec: Any) -> Any:
-    body = {"metadata": {"name": name},
-            "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}], **spec}}
+    body = {
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}], **spec},
+    }
     return core.create_namespaced_service(ns, body)
 
 
@@ -428,8 +504,9 @@ def test_propagation_policy_recorded(apps: client.AppsV1Api, ns: str, policy: st
 
 def test_delete_collection_with_selector(core: client.CoreV1Api, ns: str) -> None:
     for i in range(5):
-        core.create_namespaced_config_map(ns, {"metadata": {"name": f"c{i}",
-                                                            "labels": {"group": "a" if i < 3 else "b"}}})
+        core.create_namespaced_config_map(
+            ns, {"metadata": {"name": f"c{i}", "labels": {"group": "a" if i < 3 else "b"}}}
+        )
     core.delete_collection_namespaced_config_map(ns, label_selector="group=a")
     left = core.list_namespaced_config_map(ns)
     assert sorted(c.metadata.name for c in left.items) == ["c3", "c4"]

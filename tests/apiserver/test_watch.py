@@ -24,8 +24,9 @@ TIMEOUT = httpx.Timeout(15.0)
 
 
 def http_client(server: LocalAPIServer) -> httpx.Client:
-    return httpx.Client(base_url=server.url, verify=server.ssl_context(), headers=server.headers(),
-                        timeout=TIMEOUT)
+    return httpx.Client(
+        base_url=server.url, verify=server.ssl_context(), headers=server.headers(), timeout=TIMEOUT
+    )
 
 
 @pytest.fixture
@@ -90,26 +91,35 @@ def test_initial_state_comes_first_as_added(http: httpx.Client, ns: str, rv: str
         create_cm(http, ns, "d")
         (live,) = take(events, 1)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in initial] == [
-        ("ADDED", "a"), ("ADDED", "b"), ("ADDED", "c")]
+        ("ADDED", "a"),
+        ("ADDED", "b"),
+        ("ADDED", "c"),
+    ]
     assert all(e["object"]["kind"] == "ConfigMap" and e["object"]["apiVersion"] == "v1" for e in initial)
     assert (live["type"], live["object"]["metadata"]["name"]) == ("ADDED", "d")
     assert int(live["object"]["metadata"]["resourceVersion"]) > max(
-        int(e["object"]["metadata"]["resourceVersion"]) for e in initial)
+        int(e["object"]["metadata"]["resourceVersion"]) for e in initial
+    )
 
 
 def test_resume_from_list_resource_version(http: httpx.Client, ns: str) -> None:
     create_cm(http, ns, "old")
     rv = list_rv(http, ns)
     create_cm(http, ns, "x", v="1")
-    r = http.patch(cm_path(ns, "x"), json={"data": {"v": "2"}},
-                   headers={"Content-Type": "application/merge-patch+json"})
+    r = http.patch(
+        cm_path(ns, "x"), json={"data": {"v": "2"}}, headers={"Content-Type": "application/merge-patch+json"}
+    )
     assert r.status_code == 200, r.text
     assert http.delete(cm_path(ns, "x")).status_code == 200
-    with http.stream("GET", cm_path(ns), params={"watch": "true", "resourceVersion": rv,
-                                                 "timeoutSeconds": "10"}) as resp:
+    with http.stream(
+        "GET", cm_path(ns), params={"watch": "true", "resourceVersion": rv, "timeoutSeconds": "10"}
+    ) as resp:
         events = take(events_of(resp), 3)
     assert [(e["type"], e["object"]["metadata"]["name"], e["object"]["data"]["v"]) for e in events] == [
-        ("ADDED", "x", "1"), ("MODIFIED", "x", "2"), ("DELETED", "x", "2")]
+        ("ADDED", "x", "1"),
+        ("MODIFIED", "x", "2"),
+        ("DELETED", "x", "2"),
+    ]
     rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
     assert int(rv) < rvs[0] < rvs[1] < rvs[2]
 
@@ -118,8 +128,11 @@ def test_watch_with_selectors_sees_only_matching_objects(http: httpx.Client, ns:
     rv = list_rv(http, ns)
     http.post(cm_path(ns), json={"metadata": {"name": "no", "labels": {"app": "other"}}})
     http.post(cm_path(ns), json={"metadata": {"name": "yes", "labels": {"app": "web"}}})
-    with http.stream("GET", cm_path(ns), params={"watch": "1", "resourceVersion": rv, "labelSelector": "app=web",
-                                                 "timeoutSeconds": "1"}) as resp:
+    with http.stream(
+        "GET",
+        cm_path(ns),
+        params={"watch": "1", "resourceVersion": rv, "labelSelector": "app=web", "timeoutSeconds": "1"},
+    ) as resp:
         events = list(events_of(resp))
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "yes")]
 
@@ -127,8 +140,11 @@ def test_watch_with_selectors_sees_only_matching_objects(http: httpx.Client, ns:
 def test_timeout_seconds_ends_the_stream_with_bookmarks_allowed(http: httpx.Client, ns: str) -> None:
     rv = list_rv(http, ns)
     create_cm(http, ns, "one")
-    with http.stream("GET", cm_path(ns), params={"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true",
-                                                 "timeoutSeconds": "1"}) as resp:
+    with http.stream(
+        "GET",
+        cm_path(ns),
+        params={"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true", "timeoutSeconds": "1"},
+    ) as resp:
         events = list(events_of(resp))  # returns only because the server closes the stream
     assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "one"
     for bookmark in events[1:]:
@@ -142,15 +158,25 @@ def test_timeout_seconds_ends_the_stream_with_bookmarks_allowed(http: httpx.Clie
 def test_watch_list_ends_initial_events_with_a_bookmark(http: httpx.Client, ns: str) -> None:
     create_cm(http, ns, "a")
     create_cm(http, ns, "b")
-    with http.stream("GET", cm_path(ns), params={
-            "watch": "1", "sendInitialEvents": "true", "allowWatchBookmarks": "true",
-            "resourceVersionMatch": "NotOlderThan", "resourceVersion": "", "timeoutSeconds": "10"}) as resp:
+    with http.stream(
+        "GET",
+        cm_path(ns),
+        params={
+            "watch": "1",
+            "sendInitialEvents": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersionMatch": "NotOlderThan",
+            "resourceVersion": "",
+            "timeoutSeconds": "10",
+        },
+    ) as resp:
         events = take(events_of(resp), 3)
     assert [e["type"] for e in events] == ["ADDED", "ADDED", "BOOKMARK"]
     bookmark = events[2]["object"]["metadata"]
     assert bookmark["annotations"] == {"k8s.io/initial-events-end": "true"}
-    assert int(bookmark["resourceVersion"]) >= max(int(e["object"]["metadata"]["resourceVersion"])
-                                                   for e in events[:2])
+    assert int(bookmark["resourceVersion"]) >= max(
+        int(e["object"]["metadata"]["resourceVersion"]) for e in events[:2]
+    )
 
 
 def test_too_large_resource_version(http: httpx.Client, ns: str) -> None:
@@ -204,8 +230,9 @@ def test_expired_after_compaction(tmp_path: Path) -> None:
         assert compacted > int(old_rv)
         server = start_apiserver(data_dir)
         with http_client(server) as http:
-            with http.stream("GET", cm_path(ns), params={"watch": "1", "resourceVersion": old_rv,
-                                                         "timeoutSeconds": "10"}) as resp:
+            with http.stream(
+                "GET", cm_path(ns), params={"watch": "1", "resourceVersion": old_rv, "timeoutSeconds": "10"}
+            ) as resp:
                 events = list(events_of(resp))
             assert len(events) == 1 and events[0]["type"] == "ERROR"
             status = events[0]["object"]
@@ -216,8 +243,9 @@ def test_expired_after_compaction(tmp_path: Path) -> None:
 
             # The re-list a reflector does next works, and a watch from its revision sees new changes.
             fresh = list_rv(http, ns)
-            with http.stream("GET", cm_path(ns), params={"watch": "1", "resourceVersion": fresh,
-                                                         "timeoutSeconds": "10"}) as resp:
+            with http.stream(
+                "GET", cm_path(ns), params={"watch": "1", "resourceVersion": fresh, "timeoutSeconds": "10"}
+            ) as resp:
                 r = http.put(cm_path(ns, "c"), json={"metadata": {"name": "c"}, "data": {"v": "after"}})
                 assert r.status_code == 200, r.text
                 (event,) = take(events_of(resp), 1)

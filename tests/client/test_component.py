@@ -3,6 +3,7 @@ Prometheus text format, and the in-memory self-signed serving certificate."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 
@@ -66,8 +67,7 @@ async def test_health_endpoints_follow_the_checks(http: aiohttp.ClientSession) -
 async def test_self_signed_certificate_names_localhost(http: aiohttp.ClientSession) -> None:
     async with ComponentServer(name="kube-controller-manager", port=0) as server:
         ctx = insecure()
-        reader_writer = await __import__("asyncio").open_connection("127.0.0.1", server.port, ssl=ctx)
-        _, writer = reader_writer
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=ctx)
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         writer.close()
         await writer.wait_closed()
@@ -122,6 +122,8 @@ def test_metric_misuse_is_refused() -> None:
         c.labels("200").inc(-1)
     with pytest.raises(ValueError):
         reg.counter("bad name", "x")
+    with pytest.raises(ValueError):
+        reg.histogram("h", "x", ["le"])  # reserved for buckets
     with pytest.raises(ValueError):
         ComponentServer(name="x", port=70000)
 

@@ -23,8 +23,8 @@ from tests.apiserver.conftest import start_apiserver, stop_apiserver
 from .conftest import client_for, configmap
 
 
-async def eventually(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
+async def eventually(cond: Callable[[], bool], within: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + within
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
@@ -90,7 +90,8 @@ async def test_sync_handlers_and_indexes(client: APIClient, ns: str) -> None:
         assert all(o["kind"] == "ConfigMap" for o in inf.list())
 
         await client.create("configmaps", configmap("four", ns, v="0"))
-        await client.patch("configmaps", "one", {"metadata": {"labels": {"app": "b"}}, "data": {"v": "1"}}, ns)
+        relabel = {"metadata": {"labels": {"app": "b"}}, "data": {"v": "1"}}
+        await client.patch("configmaps", "one", relabel, ns)
         await client.delete("configmaps", "two", ns)
         await eventually(lambda: rec.of("delete") == ["two"], what="the delete")
         assert rec.of("add") == ["four", "one", "three", "two"]

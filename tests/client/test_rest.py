@@ -38,7 +38,8 @@ async def test_crud_round_trip(client: APIClient, ns: str) -> None:
     created = await client.create("configmaps", configmap("cfg", ns, a="1"))
     assert created["metadata"]["namespace"] == ns and created["metadata"]["uid"]
     got = await client.get("configmaps", "cfg", ns)
-    assert got["data"] == {"a": "1"} and got["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+    assert got["data"] == {"a": "1"}
+    assert got["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
 
     got["data"]["b"] = "2"
     updated = await client.update("configmaps", got)
@@ -47,8 +48,8 @@ async def test_crud_round_trip(client: APIClient, ns: str) -> None:
 
     patched = await client.patch("configmaps", "cfg", {"data": {"a": None, "c": "3"}}, ns)
     assert patched["data"] == {"b": "2", "c": "3"}
-    patched = await client.patch("configmaps", "cfg", [{"op": "replace", "path": "/data/b", "value": "20"}], ns,
-                                 patch_type="json")
+    ops = [{"op": "replace", "path": "/data/b", "value": "20"}]
+    patched = await client.patch("configmaps", "cfg", ops, ns, patch_type="json")
     assert patched["data"] == {"b": "20", "c": "3"}
     applied = await client.patch("configmaps", "cfg", configmap("cfg", ns, b="20", c="3", d="4"), ns,
                                  patch_type="apply", field_manager="client-test", force=True)

@@ -11,8 +11,8 @@ import pytest
 from minikube_py.client.workqueue import ExponentialBackoff, WorkQueue, run_workers
 
 
-async def next_key(q: WorkQueue, timeout: float = 5.0) -> str | None:
-    return await asyncio.wait_for(q.get(), timeout)
+async def next_key(q: WorkQueue) -> str | None:
+    return await asyncio.wait_for(q.get(), 5.0)
 
 
 def test_backoff_grows_and_forget_resets() -> None:
@@ -107,6 +107,7 @@ async def test_run_workers_retries_failures_and_forgets_successes(caplog: pytest
     calls: list[str] = []
     active: set[str] = set()
     overlap: list[str] = []
+    settled = asyncio.Event()
 
     async def reconcile(key: str) -> None:
         if key in active:
@@ -121,17 +122,15 @@ async def test_run_workers_retries_failures_and_forgets_successes(caplog: pytest
                 q.add("ok")  # re-added while being processed: run again after this one is done
         finally:
             active.discard(key)
+            if calls.count("flaky") >= 3 and calls.count("ok") >= 2:
+                settled.set()
 
     caplog.set_level(logging.WARNING)
     q.add("flaky")
     q.add("ok")
     runner = asyncio.create_task(run_workers(q, reconcile, workers=3, log=logging.getLogger("ctl")))
 
-    async def settled() -> None:
-        while calls.count("flaky") < 3 or calls.count("ok") < 2:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(settled(), 10)
+    await asyncio.wait_for(settled.wait(), 10)
     q.shutdown()
     await asyncio.wait_for(runner, 5)
     assert overlap == []  # never two workers on one key

@@ -86,7 +86,8 @@ def endpoint_ports(svc: dict[str, Any], pod: dict[str, Any]) -> list[dict[str, A
         number = resolve_target_port(sp, pod)
         if number is None:
             continue
-        out: dict[str, Any] = {"name": sp.get("name") or "", "port": number, "protocol": sp.get("protocol") or "TCP"}
+        out: dict[str, Any] = {"name": sp.get("name") or "", "port": number,
+                               "protocol": sp.get("protocol") or "TCP"}
         if sp.get("appProtocol"):
             out["appProtocol"] = sp["appProtocol"]
         ports.append(out)
@@ -256,7 +257,8 @@ class EndpointsController(ServiceEndpointsBase):
             self.enqueue_key(key)
 
     async def run(self) -> None:
-        await asyncio.gather(self.services.wait_synced(), self.pods.wait_synced(), self.endpoints.wait_synced())
+        await asyncio.gather(self.services.wait_synced(), self.pods.wait_synced(),
+                             self.endpoints.wait_synced())
         await super().run()
 
     async def reconcile(self, key: str) -> None:

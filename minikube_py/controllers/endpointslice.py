@@ -25,8 +25,8 @@ from .endpoints import (
     ServiceEndpointsBase,
     endpoint_ports,
     pod_hostname,
-    publishes_not_ready,
     pods_for,
+    publishes_not_ready,
     service_labels,
     should_include,
     target_ref,
@@ -49,8 +49,11 @@ def _service_of_slice(slc: dict[str, Any]) -> list[str]:
     return [f"{slc['metadata'].get('namespace')}/{labels[SERVICE_NAME_LABEL]}"]
 
 
+Slice = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # (ports, endpoints)
+
+
 def desired_slices(svc: dict[str, Any], pods: Iterable[dict[str, Any]],
-                   zones: dict[str, str] | None = None) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+                   zones: dict[str, str] | None = None) -> list[Slice]:
     """(ports, endpoints) of each slice the service should have, in a stable order."""
     zones = zones or {}
     publish = publishes_not_ready(svc)
@@ -81,7 +84,7 @@ def desired_slices(svc: dict[str, Any], pods: Iterable[dict[str, Any]],
                 ep["zone"] = zones[node]
         ep["targetRef"] = target_ref(pod)
         groups.setdefault(repr(ports), (ports, []))[1].append(ep)
-    out: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+    out: list[Slice] = []
     for key in sorted(groups):
         ports, eps = groups[key]
         eps.sort(key=lambda e: (e["addresses"][0], e["targetRef"]["name"]))
@@ -159,7 +162,8 @@ class EndpointSliceController(ServiceEndpointsBase):
             await self._delete(key, slc)
 
     async def _create(self, key: str, ns: str | None, name: str, labels: dict[str, str],
-                      owner: list[dict[str, Any]], ports: list[dict[str, Any]], eps: list[dict[str, Any]]) -> None:
+                      owner: list[dict[str, Any]], ports: list[dict[str, Any]],
+                      eps: list[dict[str, Any]]) -> None:
         obj = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                "metadata": {"generateName": f"{name}-", "namespace": ns, "labels": labels,
                             "ownerReferences": owner},
@@ -172,8 +176,9 @@ class EndpointSliceController(ServiceEndpointsBase):
             raise
         self.tracker.wrote(key, written)
 
-    async def _update(self, key: str, slc: dict[str, Any], labels: dict[str, str], owner: list[dict[str, Any]],
-                      ports: list[dict[str, Any]], eps: list[dict[str, Any]]) -> None:
+    async def _update(self, key: str, slc: dict[str, Any], labels: dict[str, str],
+                      owner: list[dict[str, Any]], ports: list[dict[str, Any]],
+                      eps: list[dict[str, Any]]) -> None:
         meta = slc.get("metadata") or {}
         if (slc.get("endpoints") or []) == eps and (slc.get("ports") or []) == ports \
                 and (meta.get("labels") or {}) == labels and (meta.get("ownerReferences") or []) == owner \

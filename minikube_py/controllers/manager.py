@@ -114,7 +114,8 @@ def parse_duration(text: str | float | int) -> float:
                 value += float(m.group(1)) * units[m.group(2)]
                 pos = m.end()
             if not s or pos != len(s):
-                raise ValueError(f"invalid duration {text!r}: use e.g. 40s, 5m, 1m30s, 500ms or seconds") from None
+                raise ValueError(f"invalid duration {text!r}: use e.g. 40s, 5m, 1m30s, 500ms "
+                                 "or a number of seconds") from None
     if value < 0 or value != value:
         raise ValueError(f"invalid duration {text!r}: must not be negative")
     return value
@@ -127,7 +128,8 @@ def default_identity() -> str:
 
 class ControllerManager:
     def __init__(self, client: APIClient, *, controllers: str | Iterable[str] = "*",
-                 options: dict[str, Any] | None = None, leader_elect: bool = True, identity: str | None = None,
+                 options: dict[str, Any] | None = None, leader_elect: bool = True,
+                 identity: str | None = None,
                  lease_duration: float = 15.0, renew_deadline: float = 10.0, retry_period: float = 2.0,
                  lease_namespace: str = "kube-system", lease_name: str = LEASE_NAME,
                  bind_address: str = "127.0.0.1", secure_port: int | None = DEFAULT_PORT) -> None:
@@ -158,7 +160,8 @@ class ControllerManager:
         return True
 
     def _controllers_check(self) -> bool:
-        return not any(t.done() and not t.cancelled() and t.exception() is not None for t in self._tasks.values())
+        return not any(t.done() and not t.cancelled() and t.exception() is not None
+                       for t in self._tasks.values())
 
     async def _sample_metrics(self) -> None:
         assert self.server is not None

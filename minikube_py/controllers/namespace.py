@@ -96,23 +96,34 @@ class NamespaceController(Controller):
     async def _write_conditions(self, ns: dict[str, Any], remaining: Counter[str], finalizers: Counter[str],
                                 failures: list[str]) -> None:
         want = {
-            "NamespaceDeletionDiscoveryFailure": ("False", "ResourcesDiscovered", "All resources successfully discovered"),
-            "NamespaceDeletionGroupVersionParsingFailure": ("False", "ParsedGroupVersions",
-                                                            "All legacy kube types successfully parsed"),
-            "NamespaceDeletionContentFailure": (
-                ("True", "ContentDeletionFailed", "Failed to delete all resource types, "
-                 + f"{len(failures)} remaining: {'; '.join(failures)}") if failures
-                else ("False", "ContentDeleted", "All content successfully deleted, may be waiting on finalization")),
-            "NamespaceContentRemaining": (
-                ("True", "SomeResourcesRemain", "Some resources are remaining: "
-                 + ", ".join(f"{r} has {n} resource instances" for r, n in sorted(remaining.items())))
-                if remaining else ("False", "ContentRemoved", "All content successfully removed")),
-            "NamespaceFinalizersRemaining": (
-                ("True", "SomeFinalizersRemain", "Some content in the namespace has finalizers remaining: "
-                 + ", ".join(f"{f} in {n} resource instances" for f, n in sorted(finalizers.items())))
-                if finalizers else ("False", "ContentHasNoFinalizers", "All content-preserving finalizers finished")),
+            "NamespaceDeletionDiscoveryFailure":
+                ("False", "ResourcesDiscovered", "All resources successfully discovered"),
+            "NamespaceDeletionGroupVersionParsingFailure":
+                ("False", "ParsedGroupVersions", "All legacy kube types successfully parsed"),
         }
-        old = {c.get("type"): c for c in (ns.get("status") or {}).get("conditions") or () if isinstance(c, dict)}
+        if failures:
+            want["NamespaceDeletionContentFailure"] = (
+                "True", "ContentDeletionFailed",
+                f"Failed to delete all resource types, {len(failures)} remaining: {'; '.join(failures)}")
+        else:
+            want["NamespaceDeletionContentFailure"] = (
+                "False", "ContentDeleted", "All content successfully deleted, may be waiting on finalization")
+        if remaining:
+            want["NamespaceContentRemaining"] = (
+                "True", "SomeResourcesRemain", "Some resources are remaining: "
+                + ", ".join(f"{r} has {n} resource instances" for r, n in sorted(remaining.items())))
+        else:
+            want["NamespaceContentRemaining"] = (
+                "False", "ContentRemoved", "All content successfully removed")
+        if finalizers:
+            want["NamespaceFinalizersRemaining"] = (
+                "True", "SomeFinalizersRemain", "Some content in the namespace has finalizers remaining: "
+                + ", ".join(f"{f} in {n} resource instances" for f, n in sorted(finalizers.items())))
+        else:
+            want["NamespaceFinalizersRemaining"] = (
+                "False", "ContentHasNoFinalizers", "All content-preserving finalizers finished")
+        old = {c.get("type"): c for c in (ns.get("status") or {}).get("conditions") or ()
+               if isinstance(c, dict)}
         if all(old.get(t) and (old[t].get("status"), old[t].get("reason"), old[t].get("message")) == v
                for t, v in want.items()):
             return

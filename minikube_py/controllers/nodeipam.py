@@ -32,8 +32,8 @@ class CIDRSet:
         if not isinstance(net, ipaddress.IPv4Network):
             raise ValueError(f"cluster CIDR {cluster_cidr}: only IPv4 is supported")
         if not net.prefixlen <= node_mask <= 30:
-            raise ValueError(f"node CIDR mask /{node_mask} must lie between the cluster CIDR's /{net.prefixlen} "
-                             "and /30")
+            raise ValueError(f"node CIDR mask /{node_mask} must lie between the cluster CIDR's "
+                             f"/{net.prefixlen} and /30")
         self.network = net
         self.mask = node_mask
         self.size = 1 << (node_mask - net.prefixlen)

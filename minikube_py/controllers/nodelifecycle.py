@@ -106,7 +106,8 @@ def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
 def _is_admission_default(toleration: dict[str, Any]) -> bool:
     return (toleration.get("key") in (TAINT_NOT_READY, TAINT_UNREACHABLE)
             and toleration.get("operator") == "Exists" and toleration.get("effect") == "NoExecute"
-            and toleration.get("tolerationSeconds") == DEFAULT_TOLERATION_SECONDS and "value" not in toleration)
+            and toleration.get("tolerationSeconds") == DEFAULT_TOLERATION_SECONDS
+            and "value" not in toleration)
 
 
 def eviction_delay(pod: dict[str, Any], taints: list[dict[str, Any]], *,
@@ -246,7 +247,8 @@ class NodeLifecycleController(Controller):
         written.setdefault("kind", "Node")
         name = node["metadata"]["name"]
         self.log.info("node %s: no heartbeat for %.0fs: Ready=Unknown", name, self.grace)
-        await self.ctx.events.record(written, "Normal", "NodeNotReady", f"Node {name} status is now: NodeNotReady")
+        await self.ctx.events.record(written, "Normal", "NodeNotReady",
+                                     f"Node {name} status is now: NodeNotReady")
         return written
 
     async def _sync_taints(self, node: dict[str, Any]) -> dict[str, Any]:
@@ -335,4 +337,5 @@ class NodeLifecycleController(Controller):
                 return
             raise
         self.log.info("evicted pod %s/%s from node %s", ns, name, pod["spec"].get("nodeName"))
-        await self.ctx.events.record(pod, "Normal", "TaintManagerEviction", f"Marking for deletion Pod {ns}/{name}")
+        await self.ctx.events.record(pod, "Normal", "TaintManagerEviction",
+                                     f"Marking for deletion Pod {ns}/{name}")

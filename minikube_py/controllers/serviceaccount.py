@@ -41,7 +41,8 @@ class ServiceAccountController(Controller):
             return
         if self.accounts.get(f"{key}/{DEFAULT_NAME}") is not None:
             return
-        sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": DEFAULT_NAME, "namespace": key}}
+        sa = {"apiVersion": "v1", "kind": "ServiceAccount",
+              "metadata": {"name": DEFAULT_NAME, "namespace": key}}
         try:
             await self.client.create("serviceaccounts", sa, key)
         except ApiStatusError as e:

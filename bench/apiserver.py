@@ -1,7 +1,7 @@
 """API server benchmark: what the HTTP/JSON/registry layers cost on top of the store.
 
     .venv/bin/python bench/apiserver.py [--seconds 3] [--pods 1000] [--watchers 100] [--quick]
-                                        [--http] [--profile FILE] [--json]
+                                        [--http] [--uvloop] [--profile FILE] [--json]
 
 In one run, on fresh SQLite stores in a temporary directory:
 
@@ -9,7 +9,8 @@ In one run, on fresh SQLite stores in a temporary directory:
    process at concurrency 1 and 32 (the reference);
 2. a real ``minikube-py apiserver --local`` subprocess (HTTPS and a bearer token, as served) on a
    free loopback port, driven by one aiohttp client with an HTTP/1.1 keep-alive pool: pod creates/s
-   and latency at concurrency 1 and 32, then gets and lists over a namespace of ``--pods`` pods;
+   and latency at concurrency 1 and 32 (taking turns with step 1 for ``--rounds`` rounds; the best
+   round of each counts), then gets and lists over a namespace of ``--pods`` pods;
 3. watch delivery: ``--watchers`` concurrent watch streams on one namespace, and a steady stream of
    pod creates; each sample is the time from a create being sent to one watcher reading its ADDED
    event (p50/p99 over all watcher-events), and per create the time until the last watcher had it.
@@ -18,13 +19,15 @@ It prints one table and the ratio API creates/s / store writes/s, against the go
 p99 create <= 50 ms at concurrency 32). The CPU columns (server process from /proc; this process
 for the client) tell whether the server or the load generator was the bottleneck on this 2-core
 machine. ``--profile FILE`` samples the server with py-spy during the concurrency-32 creates and
-prints the functions where it spent its time. The default run takes about a minute.
+prints the functions where it spent its time (samples of the thread holding the GIL); ``--uvloop``
+runs the server on uvloop. The default run takes about a minute.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import random
 import shutil
@@ -75,6 +78,7 @@ class Settings:
     watch_writes: int = 100
     list_repeats: int = 20
     rounds: int = 2
+    uvloop: bool = False
     tls: bool = True
     profile: Path | None = None
 
@@ -179,7 +183,7 @@ async def measure_api(client: Client, pid: int, raw_store: SqliteStore, settings
 
     # Exactly --pods pods in their own namespace for gets and lists; bounded by count, not time.
     results.fill = await run_load(lambda w, i: create("bench-list", f"web-{w:02d}-{i:05d}"),
-                                  concurrency=32, seconds=600, max_ops=settings.pods)
+                                  concurrency=32, seconds=120, max_ops=settings.pods)
     listed = orjson.loads(await client.request("GET", "/api/v1/namespaces/bench-list/pods"))
     names = [item["metadata"]["name"] for item in listed["items"]]
     if len(names) != settings.pods:
@@ -356,8 +360,13 @@ def run(settings: Settings) -> Results:
     results = Results()
     with tempfile.TemporaryDirectory(prefix="apiserver-bench-") as tmp:
         work = Path(tmp)
-        cmd = [sys.executable, "-m", "minikube_py", "apiserver", "--local", "--data-dir", str(work / "data"),
-               "--port", "0"]
+        args = ["apiserver", "--local", "--data-dir", str(work / "data"), "--port", "0"]
+        if settings.uvloop:
+            # The same CLI, with uvloop's policy installed first: what switching loops would buy.
+            cmd = [sys.executable, "-c", "import sys, uvloop; uvloop.install(); "
+                   "from minikube_py.cli.main import main; sys.exit(main(sys.argv[1:]))", *args]
+        else:
+            cmd = [sys.executable, "-m", "minikube_py", *args]
         if not settings.tls:
             cmd.append("--insecure-http")
         log = work / "apiserver.log"
@@ -373,14 +382,15 @@ def run(settings: Settings) -> Results:
 
 
 def summary(results: Results) -> dict[str, Any]:
-    def load(r: LoadResult | None) -> dict[str, Any] | None:
+    def load(r: LoadResult | None, in_process: bool = False) -> dict[str, Any] | None:
         if r is None:
             return None
+        cpu = store_cpu_us(r) if in_process else r.server_cpu_us_per_op()
         return {"ops": r.ops, "per_second": r.per_second, "p50_ms": r.p(50), "p99_ms": r.p(99),
-                "server_cpu_us_per_op": r.server_cpu_us_per_op()}
+                "server_cpu_us_per_op": cpu}
 
     out: dict[str, Any] = {
-        "store_create": {str(c): load(r) for c, r in results.store.items()},
+        "store_create": {str(c): load(r, in_process=True) for c, r in results.store.items()},
         "api_create": {str(c): load(r) for c, r in results.create.items()},
         "api_get": {str(c): load(r) for c, r in results.get.items()},
         "api_list": load(results.listing),
@@ -419,7 +429,7 @@ def report(results: Results, settings: Settings) -> None:
                      ratio(r.per_second, ref.per_second) if ref else "",
                      fmt(r.p(50), 2), fmt(r.p(99), 2), fmt(r.server_cpu_us_per_op()),
                      pct(r.busy(r.cpu_server)), pct(r.busy(r.cpu_self))])
-    scheme = "HTTPS" if settings.tls else "plain HTTP"
+    scheme = ("HTTPS" if settings.tls else "plain HTTP") + (", uvloop" if settings.uvloop else "")
     print_table(f"API server ({scheme}, bearer token, embedded SQLite) vs its store, same run, best of "
                 f"{settings.rounds} interleaved rounds; 100% CPU = one core", header, rows)
 
@@ -478,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run (~10 s): 0.5 s runs, 100 pods, 10 watchers, 20 watched creates")
     parser.add_argument("--http", action="store_true", help="serve plain HTTP instead of HTTPS (TLS cost)")
+    parser.add_argument("--uvloop", action="store_true", help="run the API server on uvloop (needs uvloop)")
     parser.add_argument("--profile", type=Path, metavar="FILE",
                         help="sample the server with py-spy during the c=32 creates; raw stacks to FILE")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead")
@@ -485,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("pods", "watchers", "watch_writes", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
+    if args.uvloop and importlib.util.find_spec("uvloop") is None:
+        parser.error("--uvloop needs uvloop (pip install uvloop)")
     if args.profile is not None:
         try:
             find_py_spy()  # fail now, not after a minute of measuring
@@ -492,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(e))
     settings = Settings(seconds=args.seconds, pods=args.pods, watchers=args.watchers,
                         watch_writes=args.watch_writes, tls=not args.http, profile=args.profile,
-                        rounds=args.rounds)
+                        rounds=args.rounds, uvloop=args.uvloop)
     if args.quick:
         settings.seconds, settings.pods, settings.watchers, settings.watch_writes = 0.5, 100, 10, 20
         settings.list_repeats, settings.rounds = 5, 1

@@ -109,7 +109,8 @@ async def run(args: argparse.Namespace) -> Report:
     report = Report(args.nodes, args.pods, args.concurrency)
     with tempfile.TemporaryDirectory(prefix="bench-scheduler-") as tmp:
         data = Path(tmp) / "apiserver"
-        cmd = [sys.executable, "-m", "minikube_py", "apiserver", "--local", "--data-dir", str(data), "--port", "0"]
+        cmd = [sys.executable, "-m", "minikube_py", "apiserver", "--local", "--data-dir", str(data),
+               "--port", "0"]
         with server_process(cmd, r"serving on port (\d+)", cwd=str(REPO),
                             log_path=str(Path(tmp) / "apiserver.log")) as (api_proc, _):
             client = APIClient.from_kubeconfig(data / "admin.kubeconfig")
@@ -130,9 +131,11 @@ async def run(args: argparse.Namespace) -> Report:
                                         concurrency=args.concurrency, seconds=600, max_ops=args.pods,
                                         server_pid=api_proc.pid)
                 report.configmap_writes_per_s = writes.per_second
+                def pending_pod(w: int, i: int) -> dict:
+                    return pod_manifest(f"web-{w:02d}-{i:05d}", NAMESPACE)
+
                 creates = await run_load(
-                    lambda w, i: client.create("pods", pod_manifest(f"web-{w:02d}-{i:05d}", NAMESPACE), NAMESPACE),
-                    concurrency=args.concurrency, seconds=600, max_ops=args.pods, server_pid=api_proc.pid)
+                    lambda w, i: client.create("pods", pending_pod(w, i), NAMESPACE), concurrency=args.concurrency, seconds=600, max_ops=args.pods, server_pid=api_proc.pid)
                 report.pod_creates_per_s = creates.per_second
                 listed = await client.list("pods", NAMESPACE, limit=1)
                 rv = listed["metadata"]["resourceVersion"]
@@ -144,6 +147,9 @@ async def run(args: argparse.Namespace) -> Report:
                 await ready.wait()
                 sched_cmd = [sys.executable, "-m", "minikube_py", "scheduler", "--kubeconfig",
                              str(data / "admin.kubeconfig"), "--leader-elect=false", "--secure-port", "0"]
+                if args.profile:
+                    # cProfile writes its stats when the scheduler exits cleanly on SIGTERM.
+                    sched_cmd = [sys.executable, "-m", "cProfile", "-o", str(args.profile), *sched_cmd[1:]]
                 started = time.perf_counter()
                 with server_process(sched_cmd, r"serving health and metrics on port (\d+)", cwd=str(REPO),
                                     log_path=str(Path(tmp) / "scheduler.log")) as (sched_proc, _):
@@ -182,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                    "the scheduler's bindings in flight)")
     p.add_argument("--quick", action="store_true", help="smoke test: 50 nodes, 300 pods")
     p.add_argument("--json", action="store_true", help="print the report as JSON too")
+    p.add_argument("--profile", type=Path, metavar="FILE",
+                   help="profile the scheduler with cProfile into FILE (pstats)")
     args = p.parse_args(argv)
     if args.quick:
         args.nodes, args.pods = 50, 300

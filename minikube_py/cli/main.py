@@ -19,6 +19,8 @@ COMMAND_MODULES: list[str] = [
     "minikube_py.cli.fake_nodes_cmd",
     "minikube_py.cli.up_cmd",
     "minikube_py.cli.scheduler_cmd",
+    "minikube_py.cli.runtime_cmd",
+    "minikube_py.cli.image_cmd",
 ]
 
 

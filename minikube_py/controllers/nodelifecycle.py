@@ -113,21 +113,21 @@ def _is_admission_default(toleration: dict[str, Any]) -> bool:
 def eviction_delay(pod: dict[str, Any], taints: list[dict[str, Any]], *,
                    default_timeout: float = DEFAULT_TOLERATION_SECONDS) -> float | None:
     """Seconds after the taints appeared when ``pod`` must go: 0 if it does not tolerate one of the
-    NoExecute ``taints``, None if it tolerates them all forever, else the shortest matching
-    ``tolerationSeconds`` (Kubernetes' getMinTolerationTime)."""
+    NoExecute ``taints``, None if it tolerates them all forever, else the shortest
+    ``tolerationSeconds`` among the tolerations used. As Kubernetes' GetMatchingTolerations, the
+    first toleration (in the pod's order) that tolerates a taint is the one used for it."""
     tolerations = [t for t in (pod.get("spec") or {}).get("tolerations") or () if isinstance(t, dict)]
     shortest = math.inf
     for taint in taints:
-        matching = [t for t in tolerations if tolerates(t, taint)]
-        if not matching:
+        used = next((t for t in tolerations if tolerates(t, taint)), None)
+        if used is None:
             return 0.0
-        for t in matching:
-            seconds = t.get("tolerationSeconds")
-            if seconds is None:
-                continue  # tolerates this taint forever
-            if _is_admission_default(t):
-                seconds = default_timeout
-            shortest = min(shortest, max(0.0, float(seconds)))
+        seconds = used.get("tolerationSeconds")
+        if seconds is None:
+            continue  # tolerates this taint forever
+        if _is_admission_default(used):
+            seconds = default_timeout
+        shortest = min(shortest, max(0.0, float(seconds)))
     return None if shortest == math.inf else shortest
 
 

@@ -140,23 +140,33 @@ def safe_encode(text: str) -> str:
     return "".join(_SAFE_ALPHABET[ord(c) % len(_SAFE_ALPHABET)] for c in text)
 
 
+def _without_nulls(value: Any) -> Any:
+    """Go decodes ``null`` and a missing field alike (kubectl's undo sends ``creationTimestamp: null``
+    in the template); comparing JSON, the nulls must go for the two to be equal here too."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def template_hash(template: Mapping[str, Any], collision_count: int | None = None) -> str:
     """controller.ComputeHash's shape: FNV-32a over the template (canonical JSON here, where Kubernetes
     uses a deep printer, so values differ from Kubernetes' but are just as stable), plus the collision
     count when there is one, printed in decimal and mapped onto the safe alphabet."""
-    data = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
+    data = json.dumps(_without_nulls(template), sort_keys=True, separators=(",", ":")).encode()
     if collision_count:
         data += str(int(collision_count)).encode()
     return safe_encode(str(_fnv32a(data)))
 
 
 def without_hash_label(template: Mapping[str, Any]) -> dict[str, Any]:
-    t = copy.deepcopy(dict(template))
+    t = _without_nulls(copy.deepcopy(dict(template)))
     labels = (t.get("metadata") or {}).get("labels")
     if isinstance(labels, dict):
         labels.pop(POD_TEMPLATE_HASH, None)
         if not labels:
-            # kubectl's undo strips the label the same way; an emptied map equals a missing one.
+            # An emptied map equals a missing one, as in Go's semantic equality.
             t["metadata"].pop("labels")
     return t
 

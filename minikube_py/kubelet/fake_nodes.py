@@ -55,6 +55,14 @@ NODE_CONDITIONS = (
 POD_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")
 
 
+POD_NODE_INDEX = "spec.nodeName"
+
+
+def _pod_node(pod: dict[str, Any]) -> list[str]:
+    node = (pod.get("spec") or {}).get("nodeName")
+    return [node] if node else []
+
+
 class FakeNodesError(ValueError):
     """A configuration mistake (bad quantity, count, range)."""
 
@@ -178,21 +186,64 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
+def readiness_gates_message(pod: dict[str, Any]) -> str | None:
+    """Why the pod's readiness gates keep it from Ready (the kubelet's wording), or None when they allow it."""
+    conditions = {c.get("type"): c.get("status") for c in (pod.get("status") or {}).get("conditions") or ()
+                  if isinstance(c, dict)}
+    for gate in (pod.get("spec") or {}).get("readinessGates") or ():
+        ctype = gate.get("conditionType") if isinstance(gate, dict) else None
+        if not ctype:
+            continue
+        if ctype not in conditions:
+            return f'corresponding condition of pod readiness gate "{ctype}" does not exist.'
+        if conditions[ctype] != "True":
+            return f'the status of pod readiness gate "{ctype}" is not "True", but {conditions[ctype]}'
+    return None
+
+
+def pod_ready_condition(pod: dict[str, Any]) -> str | None:
+    return next((c.get("status") for c in (pod.get("status") or {}).get("conditions") or ()
+                 if isinstance(c, dict) and c.get("type") == "Ready"), None)
+
+
+def _pod_conditions(pod: dict[str, Any], now: str) -> list[dict[str, Any]]:
+    """Every kubelet-owned condition True (containers run and are ready) except Ready, which also needs
+    the readiness gates; other conditions (the gates themselves) are kept as they are."""
+    gates = readiness_gates_message(pod)
+    before = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or () if isinstance(c, dict)}
+    conditions = []
+    for ctype in POD_CONDITIONS:
+        prev = before.pop(ctype, None)
+        want = "False" if ctype == "Ready" and gates else "True"
+        if prev is not None and prev.get("status") == want and (want == "True" or prev.get("message") == gates):
+            conditions.append(prev)
+            continue
+        cond: dict[str, Any] = {"type": ctype, "status": want, "lastProbeTime": None,
+                                "lastTransitionTime": now}
+        if want == "False":
+            cond.update(reason="ReadinessGatesNotReady", message=gates)
+        conditions.append(cond)
+    conditions.extend(before.values())
+    return conditions
+
+
+def ready_status(pod: dict[str, Any], now: str) -> dict[str, Any]:
+    """A running pod's status with Ready (and the containers' readiness) set again as the kubelet sees
+    them — after the node lifecycle controller marked it not Ready, or a readiness gate changed."""
+    status = copy.deepcopy(pod.get("status") or {})
+    status["conditions"] = _pod_conditions(pod, now)
+    for c in status.get("containerStatuses") or ():
+        if isinstance(c, dict):
+            c["ready"] = True
+    return status
+
+
 def running_status(pod: dict[str, Any], host_ip: str, pod_ip: str, now: str) -> dict[str, Any]:
     """The status a kubelet reports once every container of ``pod`` runs and is ready."""
     old = pod.get("status") or {}
     spec = pod.get("spec") or {}
     uid = str((pod.get("metadata") or {}).get("uid") or "")
-    before = {c.get("type"): c for c in old.get("conditions") or () if isinstance(c, dict)}
-    conditions = []
-    for ctype in POD_CONDITIONS:
-        prev = before.pop(ctype, None)
-        if prev is not None and prev.get("status") == "True":
-            conditions.append(prev)
-        else:
-            conditions.append({"type": ctype, "status": "True", "lastProbeTime": None,
-                               "lastTransitionTime": now})
-    conditions.extend(before.values())  # readiness gates and others: not ours
+    conditions = _pod_conditions(pod, now)
 
     def image_id(image: str) -> str:
         return f"fake://{image}@sha256:{_digest(image)}"
@@ -345,6 +396,13 @@ class FakeNodes:
         if pod["metadata"].get("deletionTimestamp") or status.get("phase") not in ("Running", "Succeeded",
                                                                                      "Failed"):
             self.queue.add(key_of(pod))
+        elif status.get("phase") == "Running" and self._ready_drifted(pod):
+            self.queue.add(key_of(pod))
+
+    @staticmethod
+    def _ready_drifted(pod: dict[str, Any]) -> bool:
+        want = "False" if readiness_gates_message(pod) else "True"
+        return pod_ready_condition(pod) != want
 
     def _on_pod_delete(self, pod: dict[str, Any]) -> None:
         uid = str((pod.get("metadata") or {}).get("uid") or "")
@@ -365,6 +423,11 @@ class FakeNodes:
             await self._finish_deletion(pod)
             return
         status = pod.get("status") or {}
+        if status.get("phase") == "Running" and self._ready_drifted(pod) and not self.heartbeats_stopped(node):
+            fresh = copy.deepcopy(pod)
+            fresh["status"] = ready_status(pod, now_rfc3339())
+            await self._write_pod_status(fresh, uid)
+            return
         if status.get("phase") in ("Running", "Succeeded", "Failed"):
             return
         if not self.ips.has_cidr(node):
@@ -375,15 +438,19 @@ class FakeNodes:
         ip = self.ips.allocate(node, uid)
         fresh = copy.deepcopy(pod)
         fresh["status"] = running_status(pod, self._addresses[node], ip, now_rfc3339())
+        if await self._write_pod_status(fresh, uid):
+            self.pods_started += 1
+
+    async def _write_pod_status(self, pod: dict[str, Any], uid: str) -> bool:
         async with self._writes:
             try:
-                await self.client.update_status("pods", fresh)
+                await self.client.update_status("pods", pod)
             except ApiStatusError as e:
                 if e.code == 404:
                     self.ips.release(uid)
-                    return
+                    return False
                 raise  # 409: the informer brings the newer pod and the key comes back with back-off
-        self.pods_started += 1
+        return True
 
     async def _finish_deletion(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -476,6 +543,10 @@ class FakeNodes:
                 if stopped:
                     log.info("node %s: heartbeats resumed", name)
                     self._status_due.add(name)
+                    # Pods marked not Ready while the node was silent are Ready again, as the kubelet's
+                    # status manager reports them.
+                    for pod in self.pods.by_index(POD_NODE_INDEX, name):
+                        self._on_pod(pod)
                 stopped = False
                 try:
                     await self._renew_lease(name)
@@ -497,6 +568,7 @@ class FakeNodes:
         # Register first, so that pods already bound to our nodes find them when the pod informer syncs.
         await asyncio.gather(*(self._register(n) for n in self.names))
         await self.nodes.start()
+        self.pods.add_index(POD_NODE_INDEX, _pod_node)
         self.pods.add_handlers(on_add=self._on_pod, on_update=lambda old, new: self._on_pod(new, old),
                                on_delete=self._on_pod_delete)
         await self.pods.start()

@@ -35,7 +35,7 @@ class Status:
 
 
 _UNSCHEDULABLE = Status((ERR_UNSCHEDULABLE,), True)
-_NODE_AFFINITY = Status((ERR_NODE_AFFINITY,), True)
+NODE_AFFINITY_STATUS = _NODE_AFFINITY = Status((ERR_NODE_AFFINITY,), True)
 _PORTS = Status((ERR_PORTS,))
 _AFFINITY = Status((ERR_AFFINITY,), True)
 _ANTI_AFFINITY = Status((ERR_ANTI_AFFINITY,))
@@ -54,6 +54,7 @@ class CycleState:
     anti_affinity_counts: TopologyCounts = field(default_factory=Counter)
     existing_anti_counts: TopologyCounts = field(default_factory=Counter)
     affinity_self_match: bool = False   # the pod satisfies its own affinity terms (first of a group)
+    matching_nodes: frozenset[str] | None = None   # nodes passing nodeSelector + required node affinity
 
     @property
     def needs_inter_pod_filter(self) -> bool:
@@ -66,6 +67,8 @@ def prefilter(pod: PodInfo, cluster: ClusterState,
     required terms match and the existing pods whose required anti-affinity matches the incoming pod.
     Pods with no affinity terms cost O(pods with anti-affinity) here, not O(pods)."""
     state = CycleState(pod, namespace_labels)
+    if pod.node_match_key is not None:
+        state.matching_nodes = _matching_nodes(pod, cluster)
     nodes = cluster.nodes
     for existing in cluster.required_anti_pods.values():
         if existing.key == pod.key:
@@ -92,6 +95,22 @@ def prefilter(pod: PodInfo, cluster: ClusterState,
                     state.anti_affinity_counts[(term.topology_key, value)] += 1
         state.affinity_self_match = all(t.matches(pod, namespace_labels) for t in pod.affinity)
     return state
+
+
+def _matching_nodes(pod: PodInfo, cluster: ClusterState) -> frozenset[str]:
+    """The nodes a pod's nodeSelector and required node affinity accept. Pods of one controller share
+    their selector, so the answer is cached per selector until a node's labels change: the NodeAffinity
+    filter becomes one set lookup per node."""
+    key = pod.node_match_key
+    assert key is not None
+    cached = cluster.selector_cache.get(key)
+    if cached is not None and cached[0] == cluster.label_generation:
+        return cached[1]
+    names = frozenset(n.name for n in cluster.node_order if node_matches_selector(pod, n.labels, n.name))
+    if len(cluster.selector_cache) >= 1024:
+        cluster.selector_cache.clear()
+    cluster.selector_cache[key] = (cluster.label_generation, names)
+    return names
 
 
 # --------------------------------------------------------------------------- the filters
@@ -123,6 +142,8 @@ def node_matches_selector(pod: PodInfo, labels: Mapping[str, str], name: str) ->
 
 
 def node_affinity(pod: PodInfo, node: NodeInfo, state: CycleState) -> Status | None:
+    if state.matching_nodes is not None:
+        return None if node.name in state.matching_nodes else _NODE_AFFINITY
     return None if node_matches_selector(pod, node.labels, node.name) else _NODE_AFFINITY
 
 
@@ -198,7 +219,7 @@ def filters_for(pod: PodInfo, state: CycleState) -> list[Filter]:
     """The filters that can reject this pod, in kube-scheduler's order; the others are skipped so the
     common pod costs a handful of checks per node."""
     chain: list[Filter] = [node_unschedulable, taint_toleration]
-    if pod.node_selector or pod.required_node_terms is not None:
+    if pod.node_match_key is not None:
         chain.append(node_affinity)
     if pod.host_ports:
         chain.append(node_ports)

@@ -11,9 +11,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 from .filters import (
+    NODE_AFFINITY_STATUS,
     CycleState,
     Status,
     filters_for,
+    node_affinity,
     node_resources_fit,
     node_unschedulable,
     prefilter,
@@ -97,6 +99,10 @@ def find_feasible(pod: PodInfo, cluster: ClusterState,
     # taints) skips the first two, and a node with room skips NodeResourcesFit's reason building.
     fit_at = chain.index(node_resources_fit)
     before_fit, after_fit = chain[2:fit_at], chain[fit_at + 1:]
+    # NodeAffinity is a set lookup with the prefilter's answer: do it inline too.
+    selected = state.matching_nodes
+    if selected is not None:
+        before_fit = [f for f in before_fit if f is not node_affinity]
     pcpu, pmem, peph, scalar = pod.req_cpu, pod.req_memory, pod.req_ephemeral, pod.req_scalar
     wanted = num_feasible_nodes_to_find(n)
     feasible: list[NodeInfo] = []
@@ -108,7 +114,9 @@ def find_feasible(pod: PodInfo, cluster: ClusterState,
         status = None
         if not node.plain:
             status = node_unschedulable(pod, node, state) or taint_toleration(pod, node, state)
-        if status is None:
+        if status is None and selected is not None and node.name not in selected:
+            status = NODE_AFFINITY_STATUS
+        if status is None and before_fit:
             for f in before_fit:
                 status = f(pod, node, state)
                 if status is not None:
@@ -119,7 +127,7 @@ def find_feasible(pod: PodInfo, cluster: ClusterState,
                                or (peph and peph > node.alloc_ephemeral - node.req_ephemeral)
                                or scalar):
             status = node_resources_fit(pod, node, state)
-        if status is None:
+        if status is None and after_fit:
             for f in after_fit:
                 status = f(pod, node, state)
                 if status is not None:

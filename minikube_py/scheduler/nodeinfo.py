@@ -66,6 +66,9 @@ class NodeInfo:
     used_ports: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     owner_counts: Counter[str] = field(default_factory=Counter)
     affinity_pods: int = 0                      # pods here with any (anti-)affinity term
+    # Bumped on every change to the totals above, so per-node caches (scores) know when to recompute.
+    version: int = 0
+    score_cache: tuple[Any, ...] | None = None
 
     def __post_init__(self) -> None:
         self._derive()
@@ -77,6 +80,7 @@ class NodeInfo:
         self.alloc_ephemeral = a.get(EPHEMERAL, 0)
         self.alloc_pods = a.get(PODS, 0)
         self.plain = not self.unschedulable and not self.hard_taints
+        self.version += 1
 
     def update(self, fields: Mapping[str, Any]) -> None:
         for k, v in fields.items():
@@ -90,6 +94,7 @@ class NodeInfo:
 
     def add_pod(self, p: PodInfo) -> None:
         self.pods[p.key] = p
+        self.version += 1
         self.pod_count += 1
         self.req_cpu += p.req_cpu
         self.req_memory += p.req_memory
@@ -109,6 +114,7 @@ class NodeInfo:
         p = self.pods.pop(key, None)
         if p is None:
             return None
+        self.version += 1
         self.pod_count -= 1
         self.req_cpu -= p.req_cpu
         self.req_memory -= p.req_memory
@@ -171,6 +177,10 @@ class ClusterState:
         self.required_anti_pods: dict[str, PodInfo] = {}
         self.affinity_pods: dict[str, PodInfo] = {}
         self.soft_taint_nodes = 0
+        # Bumped when a node appears, goes or changes labels: caches of "which nodes match this
+        # selector" stay valid until then (heartbeats do not invalidate them).
+        self.label_generation = 0
+        self.selector_cache: dict[str, tuple[int, frozenset[str]]] = {}
         self.next_start = 0                           # kube-scheduler's nextStartNodeIndex
 
     # ---- nodes
@@ -180,6 +190,7 @@ class ClusterState:
         info = self.nodes.get(f["name"])
         if info is None:
             info = NodeInfo(**f)
+            self.label_generation += 1
             self.nodes[info.name] = info
             self.node_order.append(info)
             for p in self.orphans.pop(info.name, {}).values():
@@ -187,6 +198,8 @@ class ClusterState:
         else:
             if info.soft_taints:
                 self.soft_taint_nodes -= 1
+            if info.labels != f["labels"]:
+                self.label_generation += 1
             info.update(f)
         if info.soft_taints:
             self.soft_taint_nodes += 1
@@ -196,6 +209,7 @@ class ClusterState:
         info = self.nodes.pop(name, None)
         if info is None:
             return
+        self.label_generation += 1
         if info.soft_taints:
             self.soft_taint_nodes -= 1
         self.node_order = [n for n in self.node_order if n.name != name]

@@ -14,6 +14,8 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from minikube_py.api.validation import parse_quantity
 from minikube_py.apiserver.selectors import LabelSelector, label_selector_from_dict
 
@@ -243,6 +245,7 @@ class PodInfo:
     tolerations: list[Mapping[str, Any]]
     node_selector: Mapping[str, str]
     required_node_terms: list[Callable[[Mapping[str, str], str], bool]] | None
+    node_match_key: str | None                      # nodeSelector + required node affinity, canonical
     preferred_node_terms: list[tuple[int, Callable[[Mapping[str, str], str], bool]]]
     affinity: list[AffinityTerm] = field(default_factory=list)
     anti_affinity: list[AffinityTerm] = field(default_factory=list)
@@ -314,6 +317,8 @@ def pod_info(pod: Mapping[str, Any]) -> PodInfo:
         tolerations=list(spec.get("tolerations") or []),
         node_selector=spec.get("nodeSelector") or {},
         required_node_terms=required_terms,
+        node_match_key=(orjson.dumps([spec.get("nodeSelector") or {}, required], option=orjson.OPT_SORT_KEYS)
+                        .decode() if spec.get("nodeSelector") or required is not None else None),
         preferred_node_terms=preferred_terms,
         affinity=_required(namespace, pod_aff),
         anti_affinity=_required(namespace, pod_anti),

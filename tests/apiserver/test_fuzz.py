@@ -1,9 +1,11 @@
 """Property-based fuzzing of a private API server process: random bodies for every served kind,
 random paths, methods, headers and query parameters, and random patches of every patch type.
 
-The properties: never a 5xx (save the 504 kube-apiserver itself gives a too-new resourceVersion),
+The properties: never a 5xx (save the answers kube-apiserver itself gives as 5xx, see ``check``),
 every error is a well-formed Status carrying its own HTTP code, and the server keeps serving with
 nothing in its log that says it failed.
+
+150 examples per test by default; MINIKUBE_PY_FUZZ_EXAMPLES=5000 searches longer.
 
 Each test gets its own server: random DELETEs may well terminate namespaces the others rely on.
 Paths never reach pods/log or pods/exec: those connect to whatever node address a random Node
@@ -13,6 +15,7 @@ object claims, and tests talk to loopback only.
 from __future__ import annotations
 
 import json
+import os
 import string
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +33,7 @@ from minikube_py.api.resources import RESOURCES
 from .conftest import LocalAPIServer, start_apiserver, stop_apiserver
 
 FUZZ_SETTINGS = settings(
-    max_examples=150,
+    max_examples=int(os.environ.get("MINIKUBE_PY_FUZZ_EXAMPLES", "150")),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

@@ -42,14 +42,17 @@ def _now() -> str:
 
 
 class StandInKubelet:
-    """Makes every pod of one namespace Running and Ready, and deletes pods whose graceful deletion
-    started (as a kubelet does once the containers stopped)."""
+    """Makes every pod of one namespace Running and Ready ``ready_delay`` seconds after it first sees
+    it (a slow start makes the controllers' availability decisions matter), and deletes pods whose
+    graceful deletion started (as a kubelet does once the containers stopped)."""
 
-    def __init__(self, client: APIClient, namespace: str) -> None:
+    def __init__(self, client: APIClient, namespace: str, ready_delay: float = 0.0) -> None:
         self.client = client
+        self.ready_delay = ready_delay
         self.pods = Informer(client, "pods", namespace)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._first_seen: dict[str, float] = {}
         self._ip = 0
 
     async def start(self) -> None:
@@ -86,6 +89,12 @@ class StandInKubelet:
             return
         if is_ready(pod) or (m.get("labels") or {}).get(UNREADY_LABEL) or \
                 (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        loop = asyncio.get_running_loop()
+        seen = self._first_seen.setdefault(m["uid"], loop.time())
+        wait = seen + self.ready_delay - loop.time()
+        if wait > 0:
+            loop.call_later(wait, self._queue.put_nowait, key_of(pod))
             return
         now = _now()
         self._ip += 1

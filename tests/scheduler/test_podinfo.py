@@ -35,15 +35,19 @@ def test_init_containers_count_by_the_max_rule() -> None:
 
 
 def test_sidecar_init_containers_add_to_both_sides() -> None:
-    spec = {"containers": [container("100m")],
-            "initContainers": [container("200m", restart="Always"), container("250m")]}
+    spec = {
+        "containers": [container("100m")],
+        "initContainers": [container("200m", restart="Always"), container("250m")],
+    }
     # regular containers + sidecar = 300m; the plain init container runs beside the sidecar: 450m.
     assert pod_requests(spec)["cpu"] == 450
 
 
 def test_overhead_and_limits_fallback() -> None:
-    spec = {"containers": [{"name": "x", "resources": {"limits": {"cpu": "500m"}}}],
-            "overhead": {"cpu": "10m"}}
+    spec = {
+        "containers": [{"name": "x", "resources": {"limits": {"cpu": "500m"}}}],
+        "overhead": {"cpu": "10m"},
+    }
     assert pod_requests(spec) == {"cpu": 510}
 
 
@@ -55,9 +59,10 @@ def test_non_zero_requests_default_per_container_for_scoring() -> None:
 
 def test_pod_info_reads_ports_owner_and_scalars() -> None:
     p = pod("p", owner="rs", labels={"app": "a"})
-    p["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 8080},
-                                           {"containerPort": 53, "hostPort": 53, "protocol": "UDP",
-                                            "hostIP": "10.0.0.1"}]
+    p["spec"]["containers"][0]["ports"] = [
+        {"containerPort": 80, "hostPort": 8080},
+        {"containerPort": 53, "hostPort": 53, "protocol": "UDP", "hostIP": "10.0.0.1"},
+    ]
     p["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = "1"
     info = pod_info(p)
     assert info.key == "default/p" and info.owner_uid == "uid-rs"
@@ -65,29 +70,64 @@ def test_pod_info_reads_ports_owner_and_scalars() -> None:
     assert info.req_scalar == {"nvidia.com/gpu": 1}
 
 
-@pytest.mark.parametrize("bad", [
-    {"containers": [{"name": "x", "resources": {"requests": {"cpu": "lots"}}}]},
-    {"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [{"key": "a", "operator": "Near"}]}]}}}},
-    {"containers": [], "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-        {"labelSelector": {"matchExpressions": [{"key": "a", "operator": "Sort of"}]},
-         "topologyKey": "kubernetes.io/hostname"}]}}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"containers": [{"name": "x", "resources": {"requests": {"cpu": "lots"}}}]},
+        {
+            "containers": [],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [{"key": "a", "operator": "Near"}]}]
+                    }
+                }
+            },
+        },
+        {
+            "containers": [],
+            "affinity": {
+                "podAntiAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "labelSelector": {"matchExpressions": [{"key": "a", "operator": "Sort of"}]},
+                            "topologyKey": "kubernetes.io/hostname",
+                        }
+                    ]
+                }
+            },
+        },
+    ],
+)
 def test_unreadable_pods_raise_invalid_pod(bad: dict) -> None:
     with pytest.raises(InvalidPod):
         pod_info({"metadata": {"name": "p", "namespace": "default"}, "spec": bad})
 
 
-@pytest.mark.parametrize(("toleration", "taint", "expected"), [
-    ({"key": "k", "operator": "Equal", "value": "v", "effect": "NoSchedule"}, {"key": "k", "value": "v",
-                                                                              "effect": "NoSchedule"}, True),
-    ({"key": "k", "value": "v"}, {"key": "k", "value": "v", "effect": "NoExecute"}, True),  # empty effect
-    ({"key": "k", "value": "other"}, {"key": "k", "value": "v", "effect": "NoSchedule"}, False),
-    ({"key": "k", "operator": "Exists"}, {"key": "k", "value": "anything", "effect": "NoSchedule"}, True),
-    ({"operator": "Exists"}, {"key": "any", "value": "v", "effect": "NoExecute"}, True),  # tolerates all
-    ({"operator": "Exists", "effect": "NoSchedule"}, {"key": "any", "effect": "NoExecute"}, False),
-    ({"key": "k", "operator": "Exists", "effect": "NoSchedule"}, {"key": "j", "effect": "NoSchedule"}, False),
-    ({"key": "k", "operator": "Gt", "value": "1"}, {"key": "k", "value": "2", "effect": "NoSchedule"}, False),
-])
+@pytest.mark.parametrize(
+    ("toleration", "taint", "expected"),
+    [
+        (
+            {"key": "k", "operator": "Equal", "value": "v", "effect": "NoSchedule"},
+            {"key": "k", "value": "v", "effect": "NoSchedule"},
+            True,
+        ),
+        ({"key": "k", "value": "v"}, {"key": "k", "value": "v", "effect": "NoExecute"}, True),  # empty effect
+        ({"key": "k", "value": "other"}, {"key": "k", "value": "v", "effect": "NoSchedule"}, False),
+        ({"key": "k", "operator": "Exists"}, {"key": "k", "value": "anything", "effect": "NoSchedule"}, True),
+        ({"operator": "Exists"}, {"key": "any", "value": "v", "effect": "NoExecute"}, True),  # tolerates all
+        ({"operator": "Exists", "effect": "NoSchedule"}, {"key": "any", "effect": "NoExecute"}, False),
+        (
+            {"key": "k", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "j", "effect": "NoSchedule"},
+            False,
+        ),
+        (
+            {"key": "k", "operator": "Gt", "value": "1"},
+            {"key": "k", "value": "2", "effect": "NoSchedule"},
+            False,
+        ),
+    ],
+)
 def test_toleration_matching(toleration: dict, taint: dict, expected: bool) -> None:
     assert tolerates(toleration, taint) is expected

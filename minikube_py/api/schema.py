@@ -342,33 +342,48 @@ def unknown_fields(info: ResourceInfo, obj: dict) -> list[str]:
     if name not in defs:
         raise KeyError(f"no schema for {info.api_version} {info.kind}")
     found: list[str] = []
-    _walk(defs, defs[name], obj, "", found)
+    _walk(defs, defs[name], obj, [], found)
     return found
 
 
-def _walk(defs: dict[str, dict], schema: dict, value: Any, path: str, found: list[str]) -> None:
+def _path(segments: list[str], last: str) -> str:
+    # Paths are only built for the rare unknown field: the walk itself must stay cheap (it runs on
+    # every write).
+    out = ""
+    for seg in [*segments, last]:
+        out = seg if not out else (out + seg if seg.startswith("[") else f"{out}.{seg}")
+    return out
+
+
+def _walk(defs: dict[str, dict], schema: dict, value: Any, path: list[str], found: list[str]) -> None:
     schema = _resolve(defs, schema)
     if isinstance(value, dict):
         props = schema.get("properties")
         if props is not None:
             for key, sub in value.items():
-                child = f"{path}.{key}" if path else str(key)
-                if key not in props:
-                    found.append(child)
-                elif sub is not None:
-                    _walk(defs, props[key], sub, child, found)
+                prop = props.get(key)
+                if prop is None:
+                    found.append(_path(path, str(key)))
+                elif sub is not None and isinstance(sub, dict | list):
+                    path.append(str(key))
+                    _walk(defs, prop, sub, path, found)
+                    path.pop()
             return
         extra = schema.get("additionalProperties")
         if isinstance(extra, dict):
             for key, sub in value.items():
-                if sub is not None:
-                    _walk(defs, extra, sub, f"{path}[{key}]" if path else str(key), found)
+                if sub is not None and isinstance(sub, dict | list):
+                    path.append(f"[{key}]" if path else str(key))
+                    _walk(defs, extra, sub, path, found)
+                    path.pop()
     elif isinstance(value, list):
         items = schema.get("items")
         if isinstance(items, dict):
             for i, sub in enumerate(value):
-                if sub is not None:
-                    _walk(defs, items, sub, f"{path}[{i}]", found)
+                if sub is not None and isinstance(sub, dict | list):
+                    path.append(f"[{i}]")
+                    _walk(defs, items, sub, path, found)
+                    path.pop()
 
 
 def prune_unknown_fields(info: ResourceInfo, obj: dict) -> None:

@@ -700,6 +700,8 @@ def _validate_volumes(errs: Errors, spec: dict, path: str) -> set[str]:
         sources = [s for s in VOLUME_SOURCES if volume.get(s) is not None]
         if not sources:
             errs.required(vpath, "must specify a volume type")
+        for source in sources:
+            errs.dict_at(volume, source, f"{vpath}.{source}")  # every volume source is an object
         for extra in sources[1:]:
             errs.forbidden(f"{vpath}.{extra}", "may not specify more than 1 volume type")
     return names

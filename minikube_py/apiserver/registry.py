@@ -3,6 +3,8 @@ generic registry, with per-kind rules (``strategy``) for status, generation and 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -92,6 +94,52 @@ class Registry:
     ips: IPAllocator = field(init=False)
     ports: PortAllocator = field(init=False)
 
+    # Namespace name -> being terminated, fed by a watch: the NamespaceLifecycle check on every
+    # create then costs no store read (kube-apiserver serves it from an informer the same way).
+    _namespaces: dict[str, bool] = field(init=False, default_factory=dict)
+    _ns_task: asyncio.Task[None] | None = field(init=False, default=None)
+
+    async def start(self) -> None:
+        ready = asyncio.get_running_loop().create_future()
+        self._ns_task = asyncio.create_task(self._follow_namespaces(ready))
+        await ready
+
+    async def stop(self) -> None:
+        if self._ns_task is not None:
+            self._ns_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._ns_task
+            self._ns_task = None
+
+    async def _follow_namespaces(self, ready: asyncio.Future[None]) -> None:
+        prefix = NAMESPACES.prefix(None)
+        while True:
+            try:
+                res = await self.store.range(prefix)
+                self._namespaces = {kv.key[len(prefix):]: bool(objects.loads(kv.value)["metadata"]
+                                                               .get("deletionTimestamp")) for kv in res.items}
+                if not ready.done():
+                    ready.set_result(None)
+                watch = self.store.watch(prefix, res.revision)
+                try:
+                    async for ev in watch:
+                        name = ev.kv.key[len(prefix):]
+                        if ev.type is EventType.DELETE:
+                            self._namespaces.pop(name, None)
+                        else:
+                            ns = objects.loads(ev.kv.value)
+                            self._namespaces[name] = bool(ns["metadata"].get("deletionTimestamp"))
+                finally:
+                    await watch.close()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Dropped or compacted: re-list. Until then the checks fall back to store reads.
+                self._namespaces = {}
+                if not ready.done():
+                    ready.set_result(None)
+                await asyncio.sleep(0.5)
+
     def __post_init__(self) -> None:
         # 10.96.0.1 belongs to the `kubernetes` Service, allocated explicitly at start-up.
         first_ip = str(next(iter(__import__("ipaddress").ip_network(self.service_cidr).hosts())))
@@ -108,11 +156,14 @@ class Registry:
         """NamespaceLifecycle: content may only be created in a namespace that exists and is active."""
         if not info.namespaced:
             return
-        kv = await self.store.get(NAMESPACES.key(None, namespace or ""))
-        if kv is None:
-            raise errors.not_found("namespaces", namespace or "")
-        ns = decode(kv)
-        if ns["metadata"].get("deletionTimestamp"):
+        terminating = self._namespaces.get(namespace or "")
+        if terminating is None:
+            # Not (yet) in the cache: a namespace created a moment ago must still count.
+            kv = await self.store.get(NAMESPACES.key(None, namespace or ""))
+            if kv is None:
+                raise errors.not_found("namespaces", namespace or "")
+            terminating = bool(decode(kv)["metadata"].get("deletionTimestamp"))
+        if terminating:
             raise errors.forbidden(
                 f'{info.plural} "{{name}}" is forbidden: unable to create new content in namespace '
                 f"{namespace} because it is being terminated")
@@ -150,7 +201,9 @@ class Registry:
             e.message = e.message.replace("{name}", name)
             raise
         key = self._key(info, namespace, name)
-        if await self.store.get(key) is not None:
+        # The store's create refuses an existing key by itself; read first only where allocating or
+        # a dry run would otherwise do work (or answer) for an object that already exists.
+        if (dry_run or info.kind == "Service") and await self.store.get(key) is not None:
             raise errors.already_exists(info.plural, name, info.group)
         allocated = await strategy.allocate(self, info, obj, None, dry_run=dry_run)
         if dry_run:

@@ -263,6 +263,7 @@ class APIServer:
             server = site._server  # aiohttp keeps the bound socket here; needed for port 0 in tests
             assert server is not None
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await self.registry.start()
         await bootstrap(self)
         # Building the OpenAPI documents takes seconds on a cold cache: do it off the event loop now,
         # not in the first kubectl apply's request.
@@ -279,6 +280,7 @@ class APIServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.registry.stop()
 
 
 def _known_non_resource(parts: list[str]) -> bool:

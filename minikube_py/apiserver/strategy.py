@@ -66,13 +66,15 @@ def prepare_for_create(info: ResourceInfo, obj: dict[str, Any]) -> None:
 
 
 def _qos_class(spec: dict[str, Any]) -> str:
-    containers = [c for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])
-                  if isinstance(c, dict)]
+    # Not yet validated: a wrongly typed list is validation's to report, so it counts as empty here.
+    containers = [c for group in ("containers", "initContainers") if isinstance(spec.get(group), list)
+                  for c in spec[group] if isinstance(c, dict)]
     requests_any = False
     guaranteed = bool(containers)
     for c in containers:
-        res = c.get("resources") or {}
-        req, lim = res.get("requests") or {}, res.get("limits") or {}
+        res = c.get("resources") if isinstance(c.get("resources"), dict) else {}
+        req = res.get("requests") if isinstance(res.get("requests"), dict) else {}
+        lim = res.get("limits") if isinstance(res.get("limits"), dict) else {}
         if req or lim:
             requests_any = True
         for r in ("cpu", "memory"):

@@ -27,26 +27,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("controller-manager", help="run the controllers (kube-controller-manager)",
                        description="Run the cluster's controllers (nodes, endpoints, namespaces, service "
                                    "accounts, workloads) against the API server, leader-elected.")
-    p.add_argument("--kubeconfig", type=Path, default=None,
+    p.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
                    help="kubeconfig to reach the API server (default: $KUBECONFIG)")
-    p.add_argument("--controllers", default="*",
+    p.add_argument("--controllers", default="*", metavar="LIST",
                    help="controllers to run: '*' for all, 'foo' enables, '-foo' disables (default '*')")
     p.add_argument("--leader-elect", type=_bool, nargs="?", const=True, default=True, metavar="BOOL",
                    help="elect a leader among several copies before running controllers (default true)")
     p.add_argument("--leader-elect-lease-duration", default="15s", metavar="DURATION")
     p.add_argument("--leader-elect-renew-deadline", default="10s", metavar="DURATION")
     p.add_argument("--leader-elect-retry-period", default="2s", metavar="DURATION")
-    p.add_argument("--leader-elect-resource-namespace", default="kube-system")
-    p.add_argument("--leader-elect-resource-name", default="kube-controller-manager")
-    p.add_argument("--cluster-cidr", default="10.244.0.0/16", help="pod CIDR nodes' /24s come from")
-    p.add_argument("--node-cidr-mask-size", type=int, default=24)
+    p.add_argument("--leader-elect-resource-namespace", default="kube-system", metavar="NS")
+    p.add_argument("--leader-elect-resource-name", default="kube-controller-manager", metavar="NAME")
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16", metavar="CIDR",
+                   help="pod CIDR nodes' /24s come from")
+    p.add_argument("--node-cidr-mask-size", type=int, default=24, metavar="BITS")
     p.add_argument("--node-monitor-grace-period", default="40s", metavar="DURATION",
                    help="silence after which a node is marked Ready=Unknown (default 40s)")
     p.add_argument("--node-monitor-period", default="5s", metavar="DURATION")
     p.add_argument("--pod-eviction-timeout", default="300s", metavar="DURATION",
                    help="wait before evicting pods that carry the default not-ready/unreachable tolerations")
-    p.add_argument("--bind-address", default="127.0.0.1", help="address of the health/metrics port")
-    p.add_argument("--secure-port", type=int, default=10257,
+    p.add_argument("--bind-address", default="127.0.0.1", metavar="ADDR",
+                   help="address of the health/metrics port")
+    p.add_argument("--secure-port", type=int, default=10257, metavar="PORT",
                    help="HTTPS health/metrics port (default 10257; 0 picks a free port, printed at start)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(run=run)

@@ -176,7 +176,8 @@ class DaemonSetController(Controller):
                 if node_name not in placement:
                     delete.extend(p for p in here if not podutil.is_terminating(p))
             if not create and not delete and _spec(ds).get("updateStrategy", {}).get("type") != "OnDelete":
-                delete = self._rolling_update_victims(ds, by_node, placement, current_hash, max_unavailable_spec)
+                delete = self._rolling_update_victims(ds, by_node, placement, current_hash,
+                                                      max_unavailable_spec)
             await self._act(ds, key, create, delete, current_hash)
         await self._write_status(ds, by_node, placement, current_hash)
         min_ready = int(_spec(ds).get("minReadySeconds") or 0)
@@ -203,7 +204,8 @@ class DaemonSetController(Controller):
         if orphans:
             m = ds["metadata"]
             fresh = await self.client.get_or_none(DS, m["name"], m["namespace"])
-            if fresh is not None and fresh["metadata"].get("uid") == uid and not podutil.is_terminating(fresh):
+            if (fresh is not None and fresh["metadata"].get("uid") == uid
+                    and not podutil.is_terminating(fresh)):
                 for pod in orphans:
                     adopted = await podutil.adopt(self.client, "pods", pod, ds)
                     if adopted is not None:
@@ -374,7 +376,8 @@ def _pod_node(pod: dict[str, Any]) -> str | None:
               .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or [])
     for t in terms:
         for f in t.get("matchFields") or ():
-            if f.get("key") == "metadata.name" and f.get("operator") == "In" and len(f.get("values") or []) == 1:
+            values = f.get("values") or []
+            if f.get("key") == "metadata.name" and f.get("operator") == "In" and len(values) == 1:
                 return str(f["values"][0])
     return None
 

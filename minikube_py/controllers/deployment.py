@@ -84,7 +84,7 @@ class DeploymentController(Controller):
         self.pods = ctx.informers.informer("pods")
         podutil.ensure_controller_uid_index(self.pods)
         self.deployments.add_handlers(**self.handlers())
-        self.sets.add_handlers(self._rs_changed, lambda old, new: self._rs_updated(old, new), self._rs_changed)
+        self.sets.add_handlers(self._rs_changed, self._rs_updated, self._rs_changed)
         self.pods.add_handlers(on_delete=self._pod_deleted)
 
     async def run(self) -> None:
@@ -147,8 +147,9 @@ class DeploymentController(Controller):
             await self.ctx.events.record(d, "Warning", "InvalidSpec", str(e))
             return  # retrying cannot help until the object changes, which enqueues it again
         if selector.empty():
-            await self.ctx.events.record(d, "Warning", "SelectingAll",
-                                         "This deployment is selecting all pods. A non-empty selector is required.")
+            await self.ctx.events.record(
+                d, "Warning", "SelectingAll",
+                "This deployment is selecting all pods. A non-empty selector is required.")
             return
         r = _Rollout(key, d, await self._claim_sets(d, selector))
         if podutil.is_terminating(d):
@@ -185,7 +186,8 @@ class DeploymentController(Controller):
                 orphans.append(rs)
         if orphans:
             fresh = await self.client.get_or_none(DEPLOY, d["metadata"]["name"], d["metadata"]["namespace"])
-            if fresh is not None and fresh["metadata"].get("uid") == uid and not podutil.is_terminating(fresh):
+            if (fresh is not None and fresh["metadata"].get("uid") == uid
+                    and not podutil.is_terminating(fresh)):
                 for rs in orphans:
                     adopted = await podutil.adopt(self.client, RS, rs, d)
                     if adopted is not None:
@@ -207,7 +209,8 @@ class DeploymentController(Controller):
         """FindNewReplicaSet (the oldest with an equal template) and FindOldReplicaSets (the rest)."""
         template = _spec(r.d).get("template")
         ordered = sorted(r.sets, key=_age_key)
-        r.new = next((rs for rs in ordered if podutil.templates_equal(_spec(rs).get("template"), template)), None)
+        r.new = next((rs for rs in ordered if podutil.templates_equal(_spec(rs).get("template"), template)),
+                     None)
         r.old = [rs for rs in ordered if rs is not r.new]
 
     async def _sync_revision(self, r: _Rollout, create: bool) -> None:
@@ -648,7 +651,8 @@ def _calculate_status(r: _Rollout) -> dict[str, Any]:
     if old.get("collisionCount") is not None:
         status["collisionCount"] = old["collisionCount"]
     if available >= r.replicas - _max_unavailable(r.d):
-        _set_condition(status, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+        _set_condition(status, "Available", "True", "MinimumReplicasAvailable",
+                       "Deployment has minimum availability.")
     else:
         _set_condition(status, "Available", "False", "MinimumReplicasUnavailable",
                        "Deployment does not have minimum availability.")
@@ -668,7 +672,8 @@ def _set_condition(status: dict[str, Any], type_: str, value: str, reason: str, 
     keeps lastTransitionTime."""
     conds = status.setdefault("conditions", [])
     current = next((c for c in conds if c.get("type") == type_), None)
-    if current is not None and current.get("status") == value and current.get("reason") == reason and not refresh:
+    unchanged = current is not None and current.get("status") == value and current.get("reason") == reason
+    if unchanged and not refresh:
         return
     now = podutil.now_rfc3339()
     new = {"type": type_, "status": value, "lastUpdateTime": now, "lastTransitionTime": now,

@@ -163,7 +163,8 @@ class GarbageCollector(Controller):
             states[await self._owner_state(node, ref)].append(ref)
         if states[SOLID]:
             if states[DANGLING] or states[WAITING]:
-                await self._fix_refs(node, {r["uid"] for r in states[DANGLING]}, {r["uid"] for r in states[WAITING]})
+                await self._fix_refs(node, {r["uid"] for r in states[DANGLING]},
+                                     {r["uid"] for r in states[WAITING]})
             return
         if states[WAITING] and self.dependents.get(node.uid):
             policy = "Foreground"  # its owner waits for it, and it must wait for its own dependents
@@ -193,7 +194,8 @@ class GarbageCollector(Controller):
             return SOLID
         if info.namespaced and not node.namespace:
             return DANGLING  # a cluster-scoped object cannot be owned by a namespaced one
-        live = await self.client.get_or_none(info, str(ref.get("name")), node.namespace if info.namespaced else None)
+        namespace = node.namespace if info.namespaced else None
+        live = await self.client.get_or_none(info, str(ref.get("name")), namespace)
         if live is None or (live.get("metadata") or {}).get("uid") != ref["uid"]:
             self._note_absent(ref["uid"])
             return DANGLING

@@ -144,7 +144,8 @@ def _without_nulls(value: Any) -> Any:
     """Go decodes ``null`` and a missing field alike (kubectl's undo sends ``creationTimestamp: null``
     in the template); comparing JSON, the nulls must go for the two to be equal here too."""
     if isinstance(value, Mapping):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+        # An empty list is Go's nil slice too (semantic equality treats them alike).
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None and v != []}
     if isinstance(value, list):
         return [_without_nulls(v) for v in value]
     return value
@@ -299,7 +300,8 @@ def owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
     return ref is not None and ref.get("uid") == (owner.get("metadata") or {}).get("uid")
 
 
-async def adopt(client: APIClient, res: str, obj: Mapping[str, Any], owner: dict[str, Any]) -> dict[str, Any] | None:
+async def adopt(client: APIClient, res: str, obj: Mapping[str, Any], owner: dict[str, Any]
+                ) -> dict[str, Any] | None:
     """Make ``owner`` the controller of ``obj`` (ClaimObject's adopt). None when the object changed or
     went away meanwhile: the informer will show the new state and the owner is synced again."""
     refs = [dict(r) for r in (obj.get("metadata") or {}).get("ownerReferences") or ()]
@@ -307,7 +309,8 @@ async def adopt(client: APIClient, res: str, obj: Mapping[str, Any], owner: dict
     return await _write_refs(client, res, obj, refs)
 
 
-async def release(client: APIClient, res: str, obj: Mapping[str, Any], owner_uid: str) -> dict[str, Any] | None:
+async def release(client: APIClient, res: str, obj: Mapping[str, Any], owner_uid: str
+                  ) -> dict[str, Any] | None:
     """Drop every ownerReference to ``owner_uid`` from ``obj`` (ClaimObject's release)."""
     refs = [dict(r) for r in (obj.get("metadata") or {}).get("ownerReferences") or ()
             if r.get("uid") != owner_uid]

@@ -109,13 +109,14 @@ class ReplicaSetController(Controller):
         namespace = rs["metadata"]["namespace"]
         pods = await self._claim_pods(rs, selector, namespace)
         active = [p for p in pods if podutil.is_active(p)]
-        manage_error: Exception | None = None
-        if self.expectations.satisfied(key) and not podutil.is_terminating(rs):
+        manage_error: ApiStatusError | None = None
+        managed = self.expectations.satisfied(key) and not podutil.is_terminating(rs)
+        if managed:
             try:
                 await self._manage(rs, key, active)
             except ApiStatusError as e:
                 manage_error = e
-        await self._write_status(rs, active, manage_error)
+        await self._write_status(rs, active, managed, manage_error)
         if manage_error is not None:
             raise manage_error
         # minReadySeconds: come back when the ready pods become available, nothing else will wake us.
@@ -216,7 +217,7 @@ class ReplicaSetController(Controller):
             raise error
 
     async def _write_status(self, rs: dict[str, Any], active: list[dict[str, Any]],
-                            manage_error: Exception | None) -> None:
+                            managed: bool, manage_error: ApiStatusError | None) -> None:
         spec = rs.get("spec") or {}
         min_ready = int(spec.get("minReadySeconds") or 0)
         template_labels = podutil.labels_of(spec.get("template") or {})
@@ -229,9 +230,12 @@ class ReplicaSetController(Controller):
             "availableReplicas": sum(1 for p in active if podutil.is_available(p, min_ready)),
             "observedGeneration": rs["metadata"].get("generation", 1),
         }
-        conditions = [c for c in old.get("conditions") or () if c.get("type") != "ReplicaFailure"]
+        conditions = list(old.get("conditions") or ())
+        if managed:
+            # Only a sync that tried to create or delete knows whether ReplicaFailure still holds.
+            conditions = [c for c in conditions if c.get("type") != "ReplicaFailure"]
         failure = next((c for c in old.get("conditions") or () if c.get("type") == "ReplicaFailure"), None)
-        if manage_error is not None and isinstance(manage_error, ApiStatusError):
+        if manage_error is not None:
             reason = "FailedCreate" if len(active) < int(spec.get("replicas", 1) or 0) else "FailedDelete"
             message = manage_error.message
             if failure is not None and failure.get("reason") == reason and failure.get("message") == message:

@@ -67,18 +67,18 @@ class RuntimeClient:
             self._session = None
 
     async def call(self, method: str, body: dict[str, Any] | None = None, *,
-                   timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
-        """POST one call; the response body, or the call's error raised."""
+                   limit: float = CALL_TIMEOUT) -> dict[str, Any]:
+        """POST one call (given up after ``limit`` seconds); the response body, or the call's error raised."""
         try:
             async with self._http().post(f"http://runtime/v1/{method}", data=orjson.dumps(body or {}),
                                          headers={"Content-Type": "application/json"},
-                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                                         timeout=aiohttp.ClientTimeout(total=limit)) as resp:
                 raw = await resp.read()
                 status = resp.status
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError) as e:
             raise UnavailableError(f"cannot reach the runtime at {self.socket_path}: {e}") from None
         except TimeoutError:
-            raise DeadlineExceededError(f"{method} got no answer from the runtime within {timeout:g}s") from None
+            raise DeadlineExceededError(f"{method} got no answer from the runtime within {limit:g}s") from None
         try:
             data = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:
@@ -106,7 +106,7 @@ class RuntimeClient:
 
     async def pull_image(self, image: str) -> str:
         """Pull ``image``; its image id (``sha256:...``)."""
-        return str((await self.call("PullImage", {"image": image}, timeout=PULL_TIMEOUT))["imageRef"])
+        return str((await self.call("PullImage", {"image": image}, limit=PULL_TIMEOUT))["imageRef"])
 
     async def list_images(self, image: str | None = None) -> list[dict[str, Any]]:
         body = {"filter": {"image": {"image": image}}} if image else {}
@@ -162,10 +162,11 @@ class RuntimeClient:
     async def start_container(self, container_id: str) -> None:
         await self.call("StartContainer", {"containerId": container_id})
 
-    async def stop_container(self, container_id: str, timeout: float = 0) -> None:
+    async def stop_container(self, container_id: str,
+                             timeout: float = 0) -> None:  # noqa: ASYNC109 -- CRI's field
         """SIGTERM, ``timeout`` seconds of grace, then SIGKILL."""
         await self.call("StopContainer", {"containerId": container_id, "timeout": timeout},
-                        timeout=CALL_TIMEOUT + timeout)
+                        limit=CALL_TIMEOUT + timeout)
 
     async def remove_container(self, container_id: str) -> None:
         await self.call("RemoveContainer", {"containerId": container_id})
@@ -189,10 +190,11 @@ class RuntimeClient:
             f["id"] = id
         return list((await self.call("ListContainers", {"filter": f}))["containers"])
 
-    async def exec_sync(self, container_id: str, cmd: list[str], timeout: float = 0) -> ExecResult:
+    async def exec_sync(self, container_id: str, cmd: list[str],
+                        timeout: float = 0) -> ExecResult:  # noqa: ASYNC109 -- CRI's field
         """Run ``cmd`` in the container; past ``timeout`` seconds (0: none) DeadlineExceededError."""
         data = await self.call("ExecSync", {"containerId": container_id, "cmd": cmd, "timeout": timeout},
-                               timeout=CALL_TIMEOUT + timeout)
+                               limit=CALL_TIMEOUT + timeout)
         return ExecResult(base64.b64decode(data.get("stdout") or ""), base64.b64decode(data.get("stderr") or ""),
                           int(data.get("exitCode") or 0))
 
@@ -212,12 +214,15 @@ class RuntimeClient:
         try:
             return await self._http().ws_connect(url, protocols=(PROTOCOL_V5, PROTOCOL_V4), max_msg_size=0)
         except aiohttp.WSServerHandshakeError as e:
-            # The daemon's error body is gone with the failed handshake; ask for the reason the plain way.
-            if e.status == 404:
-                raise NotFoundError(f"container {container_id!r} not found") from None
-            if e.status == 400:
-                raise InvalidArgumentError(f"exec in container {container_id} refused: {e.message}") from None
-            raise InternalError(f"exec in container {container_id}: HTTP {e.status} {e.message}") from None
+            # The refusal's body is lost with the failed handshake: ask again without the upgrade, which
+            # the daemon refuses the same way, and raise its error.
+            try:
+                async with self._http().get(url) as resp:
+                    err = (await resp.json(content_type=None) or {}).get("error") or {}
+            except (aiohttp.ClientError, ValueError, AttributeError):
+                err = {}
+            cls = ERRORS_BY_CODE.get(str(err.get("code")), InternalError)
+            raise cls(str(err.get("message") or f"exec in container {container_id}: HTTP {e.status}")) from None
         except (aiohttp.ClientConnectionError, FileNotFoundError) as e:
             raise UnavailableError(f"cannot reach the runtime at {self.socket_path}: {e}") from None
 

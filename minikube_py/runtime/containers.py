@@ -615,7 +615,8 @@ class ContainerStore:
         if c is None:
             return
         await self.stop(c, 0)
-        await self.runc.delete(c.id)
+        if self.report(c.id).shim_pid:  # never started: runc never heard of it (and may be missing)
+            await self.runc.delete(c.id)
         bundle = self.bundle(c.id)
         unmount(bundle / "rootfs")
         shutil.rmtree(self.shim_dir(c.id), ignore_errors=True)

@@ -189,6 +189,10 @@ class SchedulingQueue:
             out[where] += 1
         return out
 
+    @property
+    def unschedulable_count(self) -> int:
+        return len(self._unschedulable)
+
     def __len__(self) -> int:
         return len(self._where)
 

@@ -64,8 +64,7 @@ class Scheduler:
         self._bind_slots = asyncio.Semaphore(bind_concurrency)
         self._background: set[asyncio.Task[None]] = set()
         self._first_seen: dict[str, float] = {}
-        self._running = False
-        self._loop_alive_at = 0.0
+        self._failed: BaseException | None = None
         m = metrics or MetricsRegistry()
         self.metrics = m
         self.m_attempts = m.counter("scheduler_schedule_attempts_total",
@@ -86,7 +85,15 @@ class Scheduler:
 
     async def run(self) -> None:
         """Sync the informers, then schedule until cancelled."""
-        self._running = True
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            self._failed = e
+            raise
+
+    async def _run(self) -> None:
         await self.nodes.start()
         await self.pods.start()
         await self.nodes.wait_synced()
@@ -97,7 +104,6 @@ class Scheduler:
                  len(self.nodes), len(self.pods))
         try:
             while True:
-                self._loop_alive_at = time.monotonic()
                 key = await self.queue.pop()
                 if key is None:
                     return
@@ -121,10 +127,11 @@ class Scheduler:
         await self.events.stop()
         await self.pods.stop()
         await self.nodes.stop()
-        self._running = False
 
     def healthy(self) -> bool:
-        return self._running
+        """False once the scheduling loop died of an error. A standby (not leading) is healthy, as in
+        kube-scheduler, so that every master reports ok."""
+        return self._failed is None
 
     @property
     def synced(self) -> bool:
@@ -164,8 +171,8 @@ class Scheduler:
         if _assigned(pod):
             self._set_bound(pod)
             self.queue.delete(key_of(pod))
-            if self.cluster.required_anti_pods or pod.get("spec", {}).get("affinity"):
-                self._move("AssignedPodAdd", pod_related_only=True)
+            # A new pod somewhere can satisfy a waiting pod's pod-affinity term.
+            self._move("AssignedPodAdd", pod_related_only=True)
         elif self._responsible(pod):
             self._enqueue(pod)
 
@@ -212,6 +219,9 @@ class Scheduler:
         self.cluster.remove_node((node.get("metadata") or {}).get("name") or "")
 
     def _move(self, event: str, pod_related_only: bool = False) -> None:
+        if not self.queue.unschedulable_count:
+            return  # the common case during a burst: nothing is waiting for a cluster change
+
         def interested(qp: QueuedPod) -> bool:
             return any(r in reason for reason in qp.reasons for r in _POD_RELATED)
 

@@ -499,3 +499,42 @@ def test_hostile_documents(http: httpx.Client, ns: str, content_type: str, body:
     else:
         resp = http.post(cms(ns), content=body, headers={"Content-Type": content_type})
     assert message in expect(resp, 400, "BadRequest")["message"]
+
+
+_POD_SPEC = {"containers": [{"name": "c", "image": "nginx"}]}
+
+
+@pytest.mark.parametrize(
+    "collection,body",
+    [
+        ("pods", {"metadata": {"name": "t"}, "spec": {"containers": [{"name": "c", "image": {"a": 1}}]}}),
+        ("pods", {"metadata": {"name": "t"}, "spec": "not an object"}),
+        ("pods", {"metadata": {"name": "t"}, "spec": {"containers": {"name": "c"}}}),
+        ("pods", {"metadata": {"name": "t"}, "spec": {"containers": [{"name": "c", "resources": ["cpu"]}]}}),
+        (
+            "pods",
+            {"metadata": {"name": "t"}, "spec": {"containers": [{"name": "c", "resources": {"limits": 1}}]}},
+        ),
+        ("pods", {"metadata": {"name": "t"}, "spec": {"containers": [{"name": "c", "ports": {"a": 1}}]}}),
+        ("pods", {"metadata": {"name": "t"}, "spec": {"containers": [{"name": "c", "env": "A=1"}]}}),
+        ("pods", {"metadata": {"name": "t"}, "spec": {**_POD_SPEC, "tolerations": {"key": "k"}}}),
+        (
+            "pods",
+            {"metadata": {"name": "t"}, "spec": {**_POD_SPEC, "volumes": [{"name": "v", "configMap": 3}]}},
+        ),
+        ("pods", {"metadata": {"name": "t", "labels": ["a"]}, "spec": _POD_SPEC}),
+        ("pods", {"metadata": {"name": "t", "finalizers": "x"}, "spec": _POD_SPEC}),
+        ("pods", {"metadata": {"name": "t", "ownerReferences": {"a": 1}}, "spec": _POD_SPEC}),
+        ("pods", {"metadata": {"name": 7}, "spec": _POD_SPEC}),
+        ("configmaps", {"metadata": {"name": "t"}, "data": ["a"]}),
+        ("services", {"metadata": {"name": "t"}, "spec": {"ports": {"port": 80}}}),
+        ("services", {"metadata": {"name": "t"}, "spec": {"ports": [{"port": "eighty"}]}}),
+        ("deployments", {"metadata": {"name": "t"}, "spec": {"replicas": "3", "selector": "app=t"}}),
+    ],
+)
+def test_wrongly_typed_fields(http: httpx.Client, ns: str, collection: str, body: dict[str, Any]) -> None:
+    # kube-apiserver answers these 400 (typed decoding) or 422 (validation); never a 5xx.
+    group = "apis/apps/v1" if collection == "deployments" else "api/v1"
+    resp = http.post(f"/{group}/namespaces/{ns}/{collection}", json=body)
+    assert resp.status_code in (400, 422), resp.text
+    expect(resp, resp.status_code, "BadRequest" if resp.status_code == 400 else "Invalid")

@@ -9,7 +9,7 @@ from typing import Any
 from minikube_py.client.informer import Informer
 from tests.controllers.workload_fixtures import (  # noqa: F401 -- fixtures
     Cluster,
-    cluster,
+    cluster_fixture,
     eventually,
     workload_apiserver,
 )

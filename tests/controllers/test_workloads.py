@@ -16,7 +16,7 @@ from tests.apiserver.conftest import KUBECTLS, Kubectl
 from tests.controllers.workload_fixtures import (  # noqa: F401 -- fixtures
     UNREADY_LABEL,
     Cluster,
-    cluster,
+    cluster_fixture,
     eventually,
     pod_template,
     workload_apiserver,
@@ -61,6 +61,12 @@ def test_template_hash_is_stable_and_ignores_nothing_but_the_hash_label() -> Non
     hashed["metadata"]["labels"]["pod-template-hash"] = "abc"
     assert podutil.templates_equal(a, hashed)
     assert not podutil.templates_equal(a, b)
+    # kubectl rollout undo sends the template back with "creationTimestamp": null (Go's zero time).
+    undone = pod_template("web", "demo/web:1")
+    undone["metadata"]["creationTimestamp"] = None
+    undone["spec"]["volumes"] = []
+    assert podutil.templates_equal(a, undone)
+    assert podutil.template_hash(undone) == podutil.template_hash(a)
 
 
 def _pod(name: str, *, node: str | None = None, phase: str = "Running", ready: bool = True,
@@ -68,7 +74,7 @@ def _pod(name: str, *, node: str | None = None, phase: str = "Running", ready: b
     return {"metadata": {"name": name, "namespace": "ns", "creationTimestamp": created},
             "spec": {"nodeName": node} if node else {},
             "status": {"phase": phase, "conditions": [
-                {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": ready_since}]}}
+                {"type": "Ready", "status": str(ready), "lastTransitionTime": ready_since}]}}
 
 
 def test_surplus_pods_go_least_useful_first() -> None:
@@ -123,9 +129,10 @@ def test_daemonset_placement_honours_selector_affinity_and_taints() -> None:
     tainted["spec"]["taints"][0]["effect"] = "NoExecute"
     assert node_placement(ds, tainted) == (False, False)
     # The standard daemon tolerations: an unschedulable or not-ready node still gets its daemon.
-    cordoned = {"metadata": {"name": "d", "labels": {"disk": "ssd"}}, "spec": {"unschedulable": True, "taints": [
-        {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"},
-        {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]}}
+    cordoned = {"metadata": {"name": "d", "labels": {"disk": "ssd"}},
+                "spec": {"unschedulable": True, "taints": [
+                    {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"},
+                    {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]}}
     assert node_placement(ds, cordoned) == (True, True)
     affinity = {"spec": {"template": {"spec": {"affinity": {"nodeAffinity": {
         "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
@@ -152,7 +159,8 @@ async def test_deployment_reaches_ten_available(cluster: Cluster) -> None:
     st = d["status"]
     assert st["availableReplicas"] == st["readyReplicas"] == 10 and st["unavailableReplicas"] == 0
     conds = {cond["type"]: cond for cond in st["conditions"]}
-    assert conds["Available"]["status"] == "True" and conds["Available"]["reason"] == "MinimumReplicasAvailable"
+    assert conds["Available"]["status"] == "True"
+    assert conds["Available"]["reason"] == "MinimumReplicasAvailable"
     assert conds["Progressing"]["reason"] == "NewReplicaSetAvailable"
     assert _revision(d) == "1"
     [rs] = await _sets(c, "web")
@@ -161,7 +169,8 @@ async def test_deployment_reaches_ten_available(cluster: Cluster) -> None:
     assert rs["spec"]["selector"]["matchLabels"] == {"app": "web", "pod-template-hash": hash_}
     assert rs["metadata"]["ownerReferences"][0]["uid"] == d["metadata"]["uid"]
     assert rs["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"] == "10"
-    assert rs["metadata"]["annotations"]["deployment.kubernetes.io/max-replicas"] == "13"  # 25% surge rounds up
+    # 25% surge of 10 rounds up: at most 13 pods.
+    assert rs["metadata"]["annotations"]["deployment.kubernetes.io/max-replicas"] == "13"
     assert rs["status"]["availableReplicas"] == 10 and rs["status"]["fullyLabeledReplicas"] == 10
     pods = await c.pods("app=web")
     assert len(pods) == 10
@@ -240,8 +249,8 @@ async def test_rolling_update_keeps_availability_then_undo_restores_old_set(clus
 
     # kubectl rollout undo: the previous ReplicaSet's template (hash label removed) patched back.
     template = podutil.without_hash_label(sets[first["metadata"]["name"]]["spec"]["template"])
-    await c.client.patch(DEPLOY, "web", [{"op": "replace", "path": "/spec/template", "value": template}], c.ns,
-                         patch_type="json")
+    await c.client.patch(DEPLOY, "web", [{"op": "replace", "path": "/spec/template", "value": template}],
+                         c.ns, patch_type="json")
     d = await eventually(lambda: c.rollout_done("web"), what="rollback")
     sets_after = {rs["metadata"]["name"]: rs for rs in await _sets(c, "web")}
     assert set(sets_after) == set(sets), "the old ReplicaSet is reused, no new one made"
@@ -286,7 +295,8 @@ async def test_scale_up_and_down(cluster: Cluster) -> None:
     assert rs["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"] == "1"
     assert _revision(d) == "1"
     events, _ = await c.client.list_all("events", c.ns)
-    assert any(e["message"] == f"Scaled down replica set {rs['metadata']['name']} to 1 from 5" for e in events)
+    want = f"Scaled down replica set {rs['metadata']['name']} to 1 from 5"
+    assert any(e["message"] == want for e in events), [e["message"] for e in events]
 
 
 async def test_pause_holds_the_rollout_and_resume_finishes_it(cluster: Cluster) -> None:
@@ -377,13 +387,16 @@ async def test_kubectl_rollout_commands(cluster: Cluster, tmp_path: Any) -> None
     assert "rolled back" in await run("rollout", "undo", "deployment/web")
     assert "successfully rolled out" in await run("rollout", "status", "deployment/web", "--timeout=30s")
     await eventually(lambda: _all_on(c, "web", "demo/web:1", 2), what="undo back on demo/web:1")
+    sets = await _sets(c, "web")
+    assert len(sets) == 2, "undo reuses the first ReplicaSet"
+    assert {(_revision(rs), rs["spec"]["replicas"]) for rs in sets} == {("2", 0), ("3", 2)}
     assert "paused" in await run("rollout", "pause", "deployment/web")
     assert "resumed" in await run("rollout", "resume", "deployment/web")
     assert "restarted" in await run("rollout", "restart", "deployment/web")
     assert "successfully rolled out" in await run("rollout", "status", "deployment/web", "--timeout=30s")
     pods = await c.pods("app=web")
-    assert len(pods) == 2 and all("kubectl.kubernetes.io/restartedAt" in (p["metadata"].get("annotations") or {})
-                                  for p in pods)
+    assert len(pods) == 2
+    assert all("kubectl.kubernetes.io/restartedAt" in (p["metadata"].get("annotations") or {}) for p in pods)
 
 
 # ---- ReplicaSet --------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ Deployment, ReplicaSet, DaemonSet and garbage collector controllers running in t
 on shared informers, and a stand-in kubelet that makes pods Running and Ready and finishes graceful
 deletions (there is no kubelet in these tests).
 
-Import the fixtures into a test module: ``from tests.controllers.workload_fixtures import *``.
+Import ``cluster_fixture`` (the fixture ``cluster``) and ``workload_apiserver`` into a test module.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tests.apiserver.conftest import LocalAPIServer, start_apiserver, stop_apise
 # Pods with this label are left Pending and not ready by the stand-in kubelet.
 UNREADY_LABEL = "test.minikube-py/unready"
 
-__all__ = ["UNREADY_LABEL", "Cluster", "cluster", "eventually", "workload_apiserver"]
+__all__ = ["UNREADY_LABEL", "Cluster", "cluster_fixture", "eventually", "workload_apiserver"]
 
 
 def _now() -> str:
@@ -105,9 +105,9 @@ class StandInKubelet:
             "podIP": f"10.244.0.{self._ip % 250 + 2}", "hostIP": "127.0.0.1",
             "conditions": [{"type": t, "status": "True", "lastTransitionTime": now}
                            for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")],
-            "containerStatuses": [{"name": c.get("name"), "image": c.get("image"), "imageID": "", "ready": True,
-                                   "started": True, "restartCount": 0, "state": {"running": {"startedAt": now}}}
-                                  for c in containers],
+            "containerStatuses": [{"name": c.get("name"), "image": c.get("image"), "imageID": "",
+                                   "ready": True, "started": True, "restartCount": 0,
+                                   "state": {"running": {"startedAt": now}}} for c in containers],
         }
         await self.client.update_status("pods", new)
 
@@ -159,8 +159,8 @@ def pod_template(app: str, image: str) -> dict[str, Any]:
             "spec": {"containers": [{"name": "main", "image": image}], "terminationGracePeriodSeconds": 5}}
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0, interval: float = 0.05,
-                     what: str = "condition") -> Any:
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0,  # noqa: ASYNC109
+                     interval: float = 0.05, what: str = "condition") -> Any:
     """Poll ``check`` until it returns something truthy; fail with its last result after ``timeout``
     (a generous bound on a noisy machine, not a performance assertion)."""
     loop = asyncio.get_running_loop()
@@ -184,8 +184,8 @@ def workload_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loc
         stop_apiserver(server)
 
 
-@pytest.fixture
-async def cluster(workload_apiserver: LocalAPIServer) -> AsyncIterator[Cluster]:
+@pytest.fixture(name="cluster")
+async def cluster_fixture(workload_apiserver: LocalAPIServer) -> AsyncIterator[Cluster]:
     """A fresh namespace with every workload controller and the stand-in kubelet running."""
     server = workload_apiserver
     client = APIClient(server.url, ssl_context=server.ssl_context(), headers=server.headers())
@@ -230,7 +230,8 @@ async def _clean(client: APIClient, ns: str, nodes: list[str]) -> None:
                 with contextlib.suppress(ApiStatusError):
                     if m.get("finalizers"):
                         await client.patch(res, m["name"], {"metadata": {"finalizers": None}}, ns)
-                    await client.delete(res, m["name"], ns, grace_period_seconds=0, propagation_policy="Background")
+                    await client.delete(res, m["name"], ns, grace_period_seconds=0,
+                                        propagation_policy="Background")
     for name in nodes:
         with contextlib.suppress(ApiStatusError):
             await client.delete("nodes", name)

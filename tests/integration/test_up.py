@@ -45,7 +45,7 @@ async def test_up_runs_the_control_plane_and_fake_nodes(local_cluster: UpCluster
 
 def test_an_idle_cluster_does_not_busy_loop(local_cluster: UpCluster) -> None:
     pids = local_cluster.pids()
-    time.sleep(2)  # let the previous test's work settle
+    time.sleep(1)  # let the previous test's work settle
     before = {n: cpu_seconds(p) for n, p in pids.items()}
     time.sleep(10)
     used = {n: cpu_seconds(p) - before[n] for n, p in pids.items()}

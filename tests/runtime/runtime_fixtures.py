@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -103,7 +104,8 @@ def _busybox_layer(d: Path) -> None:
 
 
 def write_images(root: Path) -> None:
-    """test/busybox (one layer, Cmd sh) and test/app (a second layer, Entrypoint/Cmd/Env/User/WorkingDir)."""
+    """test/busybox (one layer, Cmd sh), test/app (a second layer, Entrypoint/Cmd/Env/User/WorkingDir) and
+    test/empty (no config at all)."""
     base, app = root / "layers" / "busybox", root / "layers" / "app"
     _busybox_layer(base)
     (app / "home" / "app").mkdir(parents=True)
@@ -114,6 +116,7 @@ def write_images(root: Path) -> None:
         DirImage("sha256:" + "a" * 64, ["test/app:latest"], [], 2,
                  {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo from-image-cmd"], "Env": ["FROM_IMAGE=yes"],
                   "User": "app", "WorkingDir": "/home/app"}, [str(base), str(app)]),
+        DirImage("sha256:" + "e" * 64, ["test/empty:latest"], [], 1, {}, [str(base)]),
     ]
     (root / "images.json").write_text(json.dumps([i.__dict__ for i in images]))
 
@@ -163,9 +166,9 @@ class RuntimeDaemon:
         if not (self.images_dir / "images.json").exists():
             write_images(self.images_dir)
         with self.log_path.open("a") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tests.runtime.runtime_fixtures", "serve", *self.args()],
-                                         stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
-                                         cwd=REPO)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.runtime.runtime_fixtures", "serve", *self.args()],
+                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, cwd=REPO)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         line = ""
@@ -210,6 +213,10 @@ class RuntimeDaemon:
         return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
                 if line.split()[4].startswith(str(self.base))]
 
+    def netns_names(self) -> list[str]:
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+        return [line.split()[0] for line in out.splitlines() if line.strip()]
+
     def bridge_ports(self) -> list[str]:
         out = subprocess.run(["ip", "-o", "link", "show", "master", self.bridge], capture_output=True, text=True,
                              check=False).stdout
@@ -227,7 +234,9 @@ class RuntimeDaemon:
         with contextlib.suppress(Exception):
             if self.proc is None:
                 self.start()
-            asyncio.run(_remove_all_sandboxes(self.socket))
+            # In a thread: the caller may be inside a running event loop (an async test's finally).
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, _remove_all_sandboxes(self.socket)).result(timeout=120)
         self.stop()
         for cid in self.runc_containers():
             subprocess.run(["runc", "--root", str(self.state_dir / "runc"), "delete", "--force", cid],

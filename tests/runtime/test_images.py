@@ -306,6 +306,95 @@ async def test_corrupted_blob_is_rejected(tmp_path: Path, store: ImageStore, reg
     assert store.list() == []
 
 
+async def test_pull_docker_schema2_image(tmp_path: Path, store: ImageStore, registry: LocalRegistry) -> None:
+    """A Docker v2 schema 2 manifest with Docker media types, as `docker push` makes them."""
+    layer_tar = _tar((_entry("hello.txt"), b"from docker\n"))
+    layout = OCILayout(tmp_path / "layout")
+    layer = add_tar_layer(layout, layer_tar)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/hello"]},
+                         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}).encode()
+    config_digest = layout.add_blob(config)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": registry_client.DOCKER_MANIFEST,
+        "config": {"mediaType": registry_client.DOCKER_CONFIG, "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": registry_client.DOCKER_LAYER_GZIP, "digest": layer.digest, "size": layer.size}],
+    }).encode()
+    async with registry_client.RegistryClient(registry.address, insecure=True) as rc:
+        for digest in (config_digest, layer.digest):
+            await rc.upload_blob("test/docker", digest, layout.blob_path(digest))
+        assert await rc.blob_exists("test/docker", layer.digest)
+        await rc.put_manifest("test/docker", "v1", manifest, registry_client.DOCKER_MANIFEST)
+    info = await store.pull("test/docker:v1")
+    assert info.id == config_digest and info.config == {"Cmd": ["/hello"]}
+    assert (store.layer_dirs(info)[0] / "hello.txt").read_text() == "from docker\n"
+
+
+async def test_index_and_bearer_token(tmp_path: Path, demo: dict[str, str]) -> None:
+    """An OCI index (linux/amd64 is picked), an uncompressed layer, and a Bearer token challenge."""
+    from aiohttp import web
+
+    layer_tar = _tar((_entry("arch.txt"), b"amd64\n"))
+    layout = OCILayout(tmp_path / "layout")
+    layer_digest = layout.add_blob(layer_tar)           # stored uncompressed: media type ...tar
+    diff_id = "sha256:" + hashlib.sha256(layer_tar).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    config_digest = layout.add_blob(config)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": registry_client.OCI_MANIFEST,
+                           "config": {"mediaType": registry_client.OCI_CONFIG, "digest": config_digest,
+                                      "size": len(config)},
+                           "layers": [{"mediaType": registry_client.OCI_LAYER, "digest": layer_digest,
+                                       "size": len(layer_tar)}]}).encode()
+    manifest_digest = layout.add_blob(manifest)
+    index = json.dumps({"schemaVersion": 2, "mediaType": registry_client.OCI_INDEX, "manifests": [
+        {"mediaType": registry_client.OCI_MANIFEST, "digest": DIGEST, "size": 10,
+         "platform": {"os": "linux", "architecture": "arm64"}},
+        {"mediaType": registry_client.OCI_MANIFEST, "digest": manifest_digest, "size": len(manifest),
+         "platform": {"os": "linux", "architecture": "amd64"}},
+    ]}).encode()
+    index_digest = layout.add_blob(index)
+    seen: list[str] = []
+
+    async def token(request: web.Request) -> web.Response:
+        assert request.query["scope"] == "repository:multi/arch:pull"
+        return web.json_response({"token": "t0k"})
+
+    async def v2(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer t0k":
+            realm = f"http://{request.host}/token"
+            return web.json_response(
+                {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}, status=401,
+                headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="fake",'
+                                             'scope="repository:multi/arch:pull"'})
+        kind, ref = request.match_info["kind"], request.match_info["ref"]
+        seen.append(f"{kind}/{ref}")
+        if kind == "manifests" and ref == "1":
+            return web.Response(body=index, content_type=registry_client.OCI_INDEX)
+        if ref == DIGEST:
+            return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "arm64 asked"}]},
+                                     status=404)
+        body = layout.read_blob(ref)
+        kind_type = registry_client.OCI_MANIFEST if kind == "manifests" else "application/octet-stream"
+        return web.Response(body=body, content_type=kind_type)
+
+    app = web.Application()
+    app.router.add_get("/token", token)
+    app.router.add_get("/v2/multi/arch/{kind}/{ref}", v2)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        store = ImageStore(tmp_path / "store", default_registry=f"127.0.0.1:{port}")
+        info = await store.pull("multi/arch:1")
+        assert (store.layer_dirs(info)[0] / "arch.txt").read_text() == "amd64\n"
+        assert info.repo_digests == [f"127.0.0.1:{port}/multi/arch@{index_digest}"]
+        assert f"manifests/{DIGEST}" not in seen and f"manifests/{manifest_digest}" in seen
+    finally:
+        await runner.cleanup()
+
+
 # -- unpacking: whiteouts, metadata, traversal ----------------------------------------------------
 
 @needs_root
@@ -487,8 +576,9 @@ async def test_demo_web_answers_with_pod_details(tmp_path: Path, store: ImageSto
     try:
         merged = _mount_overlay(store.layer_dirs(info), tmp_path / "ovl")
         bundle = _bundle(tmp_path, merged, info.config["Entrypoint"], env, host_network=True)
-        proc = subprocess.Popen(["runc", "--root", str(state), "run", "--bundle", str(bundle), "images-test-web"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with (tmp_path / "web.log").open("wb") as log:   # read it when this test fails
+            proc = subprocess.Popen(["runc", "--root", str(state), "run", "--bundle", str(bundle),
+                                     "images-test-web"], stdout=log, stderr=log)
         body = await asyncio.to_thread(_get_when_up, f"http://127.0.0.1:{port}/", proc)
         assert body == "demo/web 2.0: pod=web-abc12 ip=10.244.1.7 node=worker1\n"
         assert await asyncio.to_thread(_get_when_up, f"http://127.0.0.1:{port}/healthz", proc) == "ok\n"

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from minikube_py.client import APIClient, ApiStatusError
 from minikube_py.scheduler.scheduler import Scheduler
 from tests.apiserver.conftest import LocalAPIServer, start_apiserver, stop_apiserver
 
+REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count()
 
 

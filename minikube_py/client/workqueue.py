@@ -168,8 +168,10 @@ async def run_workers(queue: WorkQueue, reconcile: Callable[[str], Awaitable[Non
                 queue.done(key)
                 raise
             except Exception as e:
-                logger.warning("%s: error syncing %r (retry %d): %s: %s", queue.name or "queue", key,
-                               queue.num_requeues(key) + 1, type(e).__name__, e)
+                # A 409 is optimistic concurrency doing its job: the retry reads the newer object.
+                level = logging.DEBUG if getattr(e, "code", None) == 409 else logging.WARNING
+                logger.log(level, "%s: error syncing %r (retry %d): %s: %s", queue.name or "queue", key,
+                           queue.num_requeues(key) + 1, type(e).__name__, e)
                 queue.add_rate_limited(key)
             else:
                 queue.forget(key)

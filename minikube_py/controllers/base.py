@@ -13,7 +13,7 @@ from typing import Any
 
 from minikube_py.api.resources import ResourceInfo
 from minikube_py.client.informer import Informer, key_of
-from minikube_py.client.rest import APIClient, ApiStatusError, resource
+from minikube_py.client.rest import APIClient, resource
 from minikube_py.client.workqueue import ExponentialBackoff, WorkQueue, run_workers
 
 from .events import EventRecorder
@@ -108,14 +108,8 @@ class Controller(abc.ABC):
             self.queue.shutdown()
 
     async def _reconcile_logged(self, key: str) -> None:
-        try:
-            await self.reconcile(key)
-        except ApiStatusError as e:
-            if e.code == 409:
-                self.log.debug("%s: conflict on %s, retrying", self.name, key)
-            else:
-                self.log.warning("%s: %s: %s", self.name, key, e)
-            raise
+        # run_workers logs failures (409s at debug) and requeues with back-off.
+        await self.reconcile(key)
 
     def shutdown(self) -> None:
         self.queue.shutdown()

@@ -219,9 +219,6 @@ class Scheduler:
         self.cluster.remove_node((node.get("metadata") or {}).get("name") or "")
 
     def _move(self, event: str, pod_related_only: bool = False) -> None:
-        if not self.queue.unschedulable_count:
-            return  # the common case during a burst: nothing is waiting for a cluster change
-
         def interested(qp: QueuedPod) -> bool:
             return any(r in reason for reason in qp.reasons for r in _POD_RELATED)
 

@@ -162,8 +162,7 @@ class RuntimeClient:
     async def start_container(self, container_id: str) -> None:
         await self.call("StartContainer", {"containerId": container_id})
 
-    async def stop_container(self, container_id: str,
-                             timeout: float = 0) -> None:  # noqa: ASYNC109 -- CRI's field
+    async def stop_container(self, container_id: str, timeout: float = 0) -> None:
         """SIGTERM, ``timeout`` seconds of grace, then SIGKILL."""
         await self.call("StopContainer", {"containerId": container_id, "timeout": timeout},
                         limit=CALL_TIMEOUT + timeout)
@@ -190,8 +189,7 @@ class RuntimeClient:
             f["id"] = id
         return list((await self.call("ListContainers", {"filter": f}))["containers"])
 
-    async def exec_sync(self, container_id: str, cmd: list[str],
-                        timeout: float = 0) -> ExecResult:  # noqa: ASYNC109 -- CRI's field
+    async def exec_sync(self, container_id: str, cmd: list[str], timeout: float = 0) -> ExecResult:
         """Run ``cmd`` in the container; past ``timeout`` seconds (0: none) DeadlineExceededError."""
         data = await self.call("ExecSync", {"containerId": container_id, "cmd": cmd, "timeout": timeout},
                                limit=CALL_TIMEOUT + timeout)

@@ -107,7 +107,11 @@ def _hex(digest: str) -> str:
 
 
 class ImageStore:
-    """Images pulled onto this node, for the runtime's image service."""
+    """Images pulled onto this node, for the runtime's image service.
+
+    One store per root and per process, used from one event loop (the runtime daemon's): it empties
+    ``tmp/`` when it starts and deduplicates pulls with asyncio primitives.
+    """
 
     def __init__(self, root: Path, *, default_registry: str = "127.0.0.1:5000",
                  insecure_registries: Sequence[str] = ("*",)) -> None:
@@ -135,9 +139,12 @@ class ImageStore:
 
     def _parse(self, image: str) -> Reference:
         try:
-            return parse_reference(image, self.default_registry)
+            ref = parse_reference(image, self.default_registry)
         except InvalidReference as e:
             raise InvalidImageName(str(e)) from None
+        if not ref.registry:
+            raise InvalidImageName(f"invalid image name {image!r}: no registry in it and no default registry")
+        return ref
 
     def _is_insecure(self, registry: str) -> bool:
         return any(fnmatch.fnmatchcase(registry, pattern) for pattern in self.insecure_registries)

@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -380,21 +381,43 @@ def build_app(service: RuntimeService) -> web.Application:
                                     tty=tty)
             if not cmd:
                 raise InvalidArgumentError("cmd is required")
-            runc_argv = service.containers.exec_argv(c, cmd, tty=tty)
+            pid_file = service.containers.shim_dir(c.id) / f"exec-{secrets.token_hex(6)}.pid"
+            runc_argv = service.containers.exec_argv(c, cmd, tty=tty, pid_file=pid_file)
         except StreamRequestError as e:
             return error_response(InvalidArgumentError(str(e)))
         except RuntimeServiceError as e:
             return error_response(e)
 
         async def start(opts: StreamOptions) -> SubprocessExec:
-            return await SubprocessExec.start(StreamOptions(tuple(runc_argv), opts.stdin, opts.stdout,
+            proc = await SubprocessExec.start(StreamOptions(tuple(runc_argv), opts.stdin, opts.stdout,
                                                             opts.stderr, opts.tty))
+            return RuncExec(proc, pid_file)
 
         return await serve_exec(request, start, options)
 
     app.router.add_post("/v1/{method}", call)
     app.router.add_get("/v1/exec", exec_stream)
     return app
+
+
+class RuncExec(SubprocessExec):
+    """A ``runc exec`` session. runc forwards signals to the command but cannot forward SIGKILL, so a
+    kill (the client hung up) also goes to the command inside the container, by the pid runc wrote."""
+
+    def __init__(self, inner: SubprocessExec, pid_file: Path) -> None:
+        super().__init__(inner.proc, inner._master)
+        self._pty_reader = inner._pty_reader
+        self.pid_file = pid_file
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(self.pid_file.read_text().strip()), signal.SIGKILL)
+        super().kill()
+
+    def close(self) -> None:
+        super().close()
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_file.unlink()
 
 
 def _socket_in_use(path: Path) -> bool:

@@ -156,7 +156,7 @@ async def namespace(api: APIClient) -> AsyncIterator[str]:
                 raise
 
 
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60.0,  # noqa: ASYNC109
+async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60.0,
                      interval: float = 0.2) -> T:
     """Poll ``probe`` until it returns something truthy; fail with ``what`` and the last value otherwise."""
     deadline = time.monotonic() + timeout
@@ -200,7 +200,7 @@ async def pods_of(api: APIClient, namespace: str, app: str) -> list[dict[str, An
 
 
 async def wait_available(api: APIClient, namespace: str, name: str, replicas: int,
-                         timeout: float = 60.0) -> dict[str, Any]:  # noqa: ASYNC109 -- polls, says what it awaited
+                         timeout: float = 60.0) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
         d = await api.get("deployments.apps", name, namespace)
         st = d.get("status") or {}

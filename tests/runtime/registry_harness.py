@@ -68,8 +68,8 @@ class LocalRegistry:
             config = self.workdir / "config.yml"
             config.write_text(_CONFIG.format(storage=self.storage, port=self.port))
             with self.log_path.open("ab") as log:
-                self._proc = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdin=subprocess.DEVNULL,
-                                              stdout=log, stderr=log)
+                self._proc = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)],
+                                              stdin=subprocess.DEVNULL, stdout=log, stderr=log)
             if self._wait_ready(timeout):
                 return
             self.stop()

@@ -130,6 +130,8 @@ class RuntimeDaemon:
     network: str = field(default_factory=lambda: f"mkpy-test-{secrets.token_hex(3)}")
     cgroup_parent: str = field(default_factory=lambda: f"minikube-py-test-{secrets.token_hex(3)}")
     runc: str = "runc"
+    # Set: run the real ``minikube-py runtime`` (its ImageStore pulls from this registry) instead of DirImages.
+    default_registry: str | None = None
     proc: subprocess.Popen[str] | None = None
 
     @property
@@ -156,19 +158,24 @@ class RuntimeDaemon:
     def log_path(self) -> Path:
         return self.base / "daemon.log"
 
-    def args(self) -> list[str]:
-        return ["--root-dir", str(self.root_dir), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
+    def command(self) -> list[str]:
+        args = ["--root-dir", str(self.root_dir), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
                 "--cni-conf-dir", str(self.conf_dir), "--cni-bin-dir", str(CNI_BIN_DIR),
                 "--cni-bridge", self.bridge, "--cni-network", self.network, "--cgroup-parent", self.cgroup_parent,
-                "--runc", self.runc, "--images-dir", str(self.images_dir)]
+                "--runc", self.runc]
+        if self.default_registry:
+            return [sys.executable, "-m", "minikube_py", "runtime", "-v", *args,
+                    "--default-registry", self.default_registry]
+        return [sys.executable, "-m", "tests.runtime.runtime_fixtures", "serve", *args,
+                "--images-dir", str(self.images_dir)]
 
     def start(self, timeout: float = 20.0) -> None:
-        if not (self.images_dir / "images.json").exists():
+        self.base.mkdir(parents=True, exist_ok=True)
+        if not self.default_registry and not (self.images_dir / "images.json").exists():
             write_images(self.images_dir)
         with self.log_path.open("a") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.runtime.runtime_fixtures", "serve", *self.args()],
-                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, cwd=REPO)
+            self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=log,
+                                         stdin=subprocess.DEVNULL, text=True, cwd=REPO)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         line = ""
@@ -229,6 +236,13 @@ class RuntimeDaemon:
             rules += [(table, line) for line in out.splitlines() if needle in line]
         return rules
 
+    @staticmethod
+    def cni_chains() -> set[str]:
+        """The per-pod CNI chains in the nat table (CNI-<hash>, CNI-DN-<hash>)."""
+        out = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True, check=False).stdout
+        return {line.split()[1] for line in out.splitlines()
+                if line.startswith("-N CNI-") and "HOSTPORT" not in line}
+
     def sweep(self) -> None:
         """Remove whatever a failed test left: pods through the daemon, then by hand what remains."""
         with contextlib.suppress(Exception):
@@ -248,10 +262,17 @@ class RuntimeDaemon:
             subprocess.run(["ip", "netns", "delete", sid], capture_output=True, check=False)
         for mnt in sorted(self.mounts(), reverse=True):
             subprocess.run(["umount", "-l", mnt], capture_output=True, check=False)
+        chains = set()
         for table, rule in self.iptables_rules(self.network):
             if rule.startswith("-A "):
-                subprocess.run(["iptables", "-t", table, "-D", *_split_rule(rule[3:])], capture_output=True,
-                               check=False)
+                args = _split_rule(rule[3:])
+                subprocess.run(["iptables", "-t", table, "-D", *args], capture_output=True, check=False)
+                if "-j" in args and args[args.index("-j") + 1].startswith("CNI-"):
+                    chains.add((table, args[args.index("-j") + 1]))
+        for table, chain in chains:  # the per-pod chains those rules jumped to
+            if "HOSTPORT" not in chain:
+                subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True, check=False)
+                subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True, check=False)
         subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True, check=False)
         for hierarchy in Path("/sys/fs/cgroup").iterdir():
             parent = hierarchy / self.cgroup_parent

@@ -48,7 +48,8 @@ IS_ROOT = os.geteuid() == 0
 needs_busybox = pytest.mark.skipif(not BUSYBOX_PATH.is_file(),
                                    reason="Debian's busybox-static (/bin/busybox) is not installed")
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="overlay mounts and runc need root")
-needs_runc = pytest.mark.skipif(shutil.which("runc") is None, reason="runc is not installed (Debian package runc)")
+needs_runc = pytest.mark.skipif(shutil.which("runc") is None,
+                                reason="runc is not installed (Debian package runc)")
 DIGEST = "sha256:" + "ab" * 32
 
 
@@ -251,7 +252,8 @@ async def test_pull_demo_images(store: ImageStore, registry: LocalRegistry, demo
     assert len(store.list()) == 3
 
 
-async def test_state_survives_restart(store: ImageStore, registry: LocalRegistry, demo: dict[str, str]) -> None:
+async def test_state_survives_restart(store: ImageStore, registry: LocalRegistry,
+                                      demo: dict[str, str]) -> None:
     info = await store.pull("demo/busybox:1.0")
     digest_ref = f"demo/busybox@{demo['demo/busybox:1.0']}"
     await store.pull(digest_ref)
@@ -264,7 +266,8 @@ async def test_state_survives_restart(store: ImageStore, registry: LocalRegistry
     assert again.layer_dirs(info) == store.layer_dirs(info)
     offline = await again.pull(f"{registry.address}/{digest_ref}")   # by digest: nothing to ask
     assert offline.id == info.id
-    with pytest.raises(ImagePullError, match=f'failed to pull image "demo/busybox": cannot reach registry {dead}'):
+    unreachable = f'failed to pull image "demo/busybox": cannot reach registry {dead}'
+    with pytest.raises(ImagePullError, match=unreachable):
         await again.pull("demo/busybox")
 
 
@@ -317,7 +320,8 @@ async def test_pull_docker_schema2_image(tmp_path: Path, store: ImageStore, regi
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": registry_client.DOCKER_MANIFEST,
         "config": {"mediaType": registry_client.DOCKER_CONFIG, "digest": config_digest, "size": len(config)},
-        "layers": [{"mediaType": registry_client.DOCKER_LAYER_GZIP, "digest": layer.digest, "size": layer.size}],
+        "layers": [{"mediaType": registry_client.DOCKER_LAYER_GZIP, "digest": layer.digest,
+                    "size": layer.size}],
     }).encode()
     async with registry_client.RegistryClient(registry.address, insecure=True) as rc:
         for digest in (config_digest, layer.digest):
@@ -398,7 +402,8 @@ async def test_index_and_bearer_token(tmp_path: Path, demo: dict[str, str]) -> N
 # -- unpacking: whiteouts, metadata, traversal ----------------------------------------------------
 
 @needs_root
-async def test_whiteouts_become_overlay_markers(tmp_path: Path, store: ImageStore, registry: LocalRegistry) -> None:
+async def test_whiteouts_become_overlay_markers(tmp_path: Path, store: ImageStore,
+                                                registry: LocalRegistry) -> None:
     ctx = tmp_path / "ctx"
     for rel, text in {"base/keep.txt": "keep", "base/gone.txt": "gone", "base/cache/a": "a",
                       "base/cache/sub/b": "b", "new/c": "c"}.items():
@@ -466,7 +471,8 @@ def test_unpack_rejects_wrong_diff_id(tmp_path: Path) -> None:
      (_entry("dir/up/evil"), b"x")],
     [(_entry("hard", tarfile.LNKTYPE, linkname="../../outside/victim"), None)],
     [(_entry(".wh...", mode=0o644), b"")],
-], ids=["dotdot", "nested-dotdot", "abs-symlink-escape", "rel-symlink-escape", "hardlink-escape", "bad-whiteout"])
+], ids=["dotdot", "nested-dotdot", "abs-symlink-escape", "rel-symlink-escape", "hardlink-escape",
+        "bad-whiteout"])
 def test_unpack_refuses_escapes(tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -482,7 +488,8 @@ def test_unpack_refuses_escapes(tmp_path: Path, members: list[tuple[tarfile.TarI
     assert list((work / "work").iterdir()) == []
 
 
-async def test_traversal_layer_fails_the_pull(tmp_path: Path, store: ImageStore, registry: LocalRegistry) -> None:
+async def test_traversal_layer_fails_the_pull(tmp_path: Path, store: ImageStore,
+                                              registry: LocalRegistry) -> None:
     await _push_raw_image(registry, tmp_path / "layout", "test/evil:1", [_tar((_entry("../../evil"), b"x"))])
     with pytest.raises(ImagePullError, match=r'failed to pull image "test/evil:1": path traversal refused'):
         await store.pull("test/evil:1")
@@ -541,30 +548,34 @@ def _bundle(tmp: Path, rootfs: Path, args: list[str], env: list[str], host_netwo
     return bundle
 
 
+def _runc(state: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["runc", "--root", str(state), *args], capture_output=True, text=True,
+                          timeout=30, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
 @needs_root
 @needs_runc
-async def test_pulled_busybox_runs_in_runc(tmp_path: Path, store: ImageStore, demo: dict[str, str]) -> None:
-    info = await store.pull("demo/busybox")
+def test_pulled_busybox_runs_in_runc(tmp_path: Path, store: ImageStore, demo: dict[str, str]) -> None:
+    info = asyncio.run(store.pull("demo/busybox"))
     merged = None
     state = tmp_path / "runc-state"
     try:
         merged = _mount_overlay(store.layer_dirs(info), tmp_path / "ovl")
-        bundle = _bundle(tmp_path, merged, ["sh", "-c", "echo hello from $(busybox | head -1 | cut -d' ' -f1)"],
-                         [f"PATH={'/usr/sbin:/usr/bin:/sbin:/bin'}"])
-        out = subprocess.run(["runc", "--root", str(state), "run", "--bundle", str(bundle), "images-test-echo"],
-                             capture_output=True, text=True, timeout=30)
+        script = "echo hello from $(busybox | head -1 | cut -d' ' -f1)"
+        bundle = _bundle(tmp_path, merged, ["sh", "-c", script], ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        out = _runc(state, "run", "--bundle", str(bundle), "images-test-echo")
         assert out.returncode == 0, out.stderr
         assert out.stdout == "hello from BusyBox\n"
     finally:
-        subprocess.run(["runc", "--root", str(state), "delete", "--force", "images-test-echo"], capture_output=True)
+        _runc(state, "delete", "--force", "images-test-echo")
         if merged is not None:
             _umount(merged)
 
 
 @needs_root
 @needs_runc
-async def test_demo_web_answers_with_pod_details(tmp_path: Path, store: ImageStore, demo: dict[str, str]) -> None:
-    info = await store.pull("demo/web:2.0")
+def test_demo_web_answers_with_pod_details(tmp_path: Path, store: ImageStore, demo: dict[str, str]) -> None:
+    info = asyncio.run(store.pull("demo/web:2.0"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -579,18 +590,18 @@ async def test_demo_web_answers_with_pod_details(tmp_path: Path, store: ImageSto
         with (tmp_path / "web.log").open("wb") as log:   # read it when this test fails
             proc = subprocess.Popen(["runc", "--root", str(state), "run", "--bundle", str(bundle),
                                      "images-test-web"], stdout=log, stderr=log)
-        body = await asyncio.to_thread(_get_when_up, f"http://127.0.0.1:{port}/", proc)
+        body = _get_when_up(f"http://127.0.0.1:{port}/", proc)
         assert body == "demo/web 2.0: pod=web-abc12 ip=10.244.1.7 node=worker1\n"
-        assert await asyncio.to_thread(_get_when_up, f"http://127.0.0.1:{port}/healthz", proc) == "ok\n"
+        assert _get_when_up(f"http://127.0.0.1:{port}/healthz", proc) == "ok\n"
     finally:
-        subprocess.run(["runc", "--root", str(state), "kill", "images-test-web", "KILL"], capture_output=True)
+        _runc(state, "kill", "images-test-web", "KILL")
         if proc is not None:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        subprocess.run(["runc", "--root", str(state), "delete", "--force", "images-test-web"], capture_output=True)
+        _runc(state, "delete", "--force", "images-test-web")
         if merged is not None:
             _umount(merged)
 
@@ -614,9 +625,11 @@ def test_cli_build_push_pull_list(tmp_path: Path, registry: LocalRegistry,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     recipe = Path(__file__).resolve().parents[2] / "minikube_py/images/busybox"
     layout, store_dir = str(tmp_path / "layout"), str(tmp_path / "store")
-    assert cli_main(["image", "build", str(recipe), "-t", "cli/bb:1", "-t", "cli/bb:2", "--output", layout]) == 0
+    assert cli_main(["image", "build", str(recipe), "-t", "cli/bb:1", "-t", "cli/bb:2",
+                     "--output", layout]) == 0
     assert cli_main(["image", "push", "cli/bb:2", "--registry", registry.address, "--output", layout]) == 0
-    assert cli_main(["image", "pull", "cli/bb:2", "--store", store_dir, "--default-registry", registry.address]) == 0
+    assert cli_main(["image", "pull", "cli/bb:2", "--store", store_dir,
+                     "--default-registry", registry.address]) == 0
     assert cli_main(["image", "list", "--store", store_dir]) == 0
     assert cli_main(["image", "list", "--output", layout]) == 0
     out = capsys.readouterr().out

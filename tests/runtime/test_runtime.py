@@ -18,12 +18,18 @@ import orjson
 import pytest
 from aiohttp import WSMsgType
 
-from minikube_py.runtime import DeadlineExceededError, InvalidArgumentError, NotFoundError, UnavailableError
+from minikube_py.runtime import (
+    DeadlineExceededError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
 from minikube_py.runtime.client import RuntimeClient
 from minikube_py.runtime.cni import node_conflist
 from minikube_py.runtime.containers import merge_env, process_args, resolve_user
 from minikube_py.runtime.shim import CriLog, rfc3339nano
-from tests.runtime.runtime_fixtures import POD_CIDR, RuntimeDaemon, _busybox_layer, missing_requirements
+from tests.runtime.runtime_fixtures import POD_CIDR, REPO, RuntimeDaemon, _busybox_layer, missing_requirements
 
 CRI_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z) (stdout|stderr) (F|P) (.*)$")
 needs_root = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
@@ -437,7 +443,7 @@ async def test_remove_sandbox_leaves_nothing_behind(daemon: RuntimeDaemon, rt: R
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         host_port = s.getsockname()[1]
-    ports_before = set(daemon.bridge_ports())
+    ports_before, chains_before = set(daemon.bridge_ports()), daemon.cni_chains()
     pod = await new_pod(pods, rt, daemon, "cleanup",
                         portMappings=[{"containerPort": 8080, "hostPort": host_port, "protocol": "TCP",
                                        "hostIp": "127.0.0.1"}])
@@ -449,6 +455,7 @@ async def test_remove_sandbox_leaves_nothing_behind(daemon: RuntimeDaemon, rt: R
     pod_ports = set(daemon.bridge_ports()) - ports_before
     assert pod_ports, "the pod has no veth on the bridge"
     assert daemon.iptables_rules(pod.id), "portmap added no rule for the hostPort"
+    assert len(daemon.cni_chains() - chains_before) >= 2, "no per-pod chains (masquerade, hostport DNAT)"
     assert any(cid in m for m in daemon.mounts())
     assert cid in daemon.runc_containers()
 
@@ -459,6 +466,7 @@ async def test_remove_sandbox_leaves_nothing_behind(daemon: RuntimeDaemon, rt: R
     assert daemon.iptables_rules(pod.id) == []
     await rt.remove_pod_sandbox(pod.id)
 
+    assert daemon.cni_chains() == chains_before, "a per-pod iptables chain is left"
     assert pod.id not in daemon.netns_names()
     assert not set(daemon.bridge_ports()) & pod_ports, "the pod's veth is left on the bridge"
     assert daemon.iptables_rules(pod.id) == []
@@ -515,3 +523,47 @@ async def test_bad_requests_get_clear_errors(daemon: RuntimeDaemon, rt: RuntimeC
             assert resp.status == 400
             assert (await resp.json())["error"]["code"] == "InvalidArgument"
 
+
+
+@needs_root
+async def test_cli_daemon_pulls_from_a_registry_and_runs(tmp_path: Path) -> None:
+    """``minikube-py runtime`` as deployed: the real ImageStore pulling demo/busybox from a registry."""
+    from minikube_py.runtime.image_build import build_image, push_image
+    from tests.runtime.registry_harness import LocalRegistry, registry_available
+
+    if not registry_available():
+        pytest.skip("docker-registry is not installed (Debian package docker-registry)")
+    registry = LocalRegistry(tmp_path / "registry")
+    await asyncio.to_thread(registry.start)
+    node = RuntimeDaemon(tmp_path / "node", default_registry=registry.address)
+    try:
+        recipe = REPO / "minikube_py" / "images" / "busybox"
+        await asyncio.to_thread(build_image, recipe, ["demo/busybox:latest"], output=tmp_path / "layout")
+        await push_image("demo/busybox:latest", registry=registry.address, output=tmp_path / "layout")
+        await asyncio.to_thread(node.start)
+        async with RuntimeClient(node.socket) as rt:
+            await rt.update_runtime_config("10.244.248.0/24")
+            with pytest.raises(InternalError, match="demo/missing"):
+                await rt.pull_image("demo/missing")
+            ref = await rt.pull_image("demo/busybox")
+            assert ref.startswith("sha256:")
+            assert (await rt.image_status("demo/busybox"))["repoTags"] == [f"{registry.address}/demo/busybox:latest"]
+            sid = await rt.run_pod_sandbox({"metadata": {"name": "pulled", "namespace": "rt-test"}})
+            try:
+                log_path = tmp_path / "logs" / "c.log"
+                cid = await rt.create_container(sid, {"metadata": {"name": "c"}, "image": {"image": "demo/busybox"},
+                                                      "args": ["-c", "echo from a pulled image"],
+                                                      "command": ["sh"], "logPath": str(log_path)})
+                await rt.start_container(cid)
+                st = await wait_state(rt, cid, "CONTAINER_EXITED")
+                assert (st["exitCode"], st["imageRef"]) == (0, ref)
+                assert log_entries(log_path) == [("stdout", "F", "from a pulled image")]
+                with pytest.raises(InvalidArgumentError, match="in use"):
+                    await rt.remove_image("demo/busybox")
+            finally:
+                await rt.remove_pod_sandbox(sid)
+            await rt.remove_image("demo/busybox")
+            assert await rt.list_images() == []
+    finally:
+        await asyncio.to_thread(node.sweep)
+        await asyncio.to_thread(registry.stop)

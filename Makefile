@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := etcd-server etcd-client
+APT_PACKAGES := etcd-server etcd-client runc containernetworking-plugins docker-registry busybox-static iptables iproute2
 PYTEST_ARGS ?=
 
 .PHONY: deps apt-deps test lint bench clean

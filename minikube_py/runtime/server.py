@@ -388,7 +388,7 @@ def build_app(service: RuntimeService) -> web.Application:
         except RuntimeServiceError as e:
             return error_response(e)
 
-        async def start(opts: StreamOptions) -> SubprocessExec:
+        async def start(opts: StreamOptions) -> RuncExec:
             proc = await SubprocessExec.start(StreamOptions(tuple(runc_argv), opts.stdin, opts.stdout,
                                                             opts.stderr, opts.tty))
             return RuncExec(proc, pid_file)
@@ -400,22 +400,24 @@ def build_app(service: RuntimeService) -> web.Application:
     return app
 
 
-class RuncExec(SubprocessExec):
+class RuncExec:
     """A ``runc exec`` session. runc forwards signals to the command but cannot forward SIGKILL, so a
     kill (the client hung up) also goes to the command inside the container, by the pid runc wrote."""
 
     def __init__(self, inner: SubprocessExec, pid_file: Path) -> None:
-        super().__init__(inner.proc, inner._master)
-        self._pty_reader = inner._pty_reader
+        self.inner = inner
         self.pid_file = pid_file
+        self.write_stdin, self.close_stdin = inner.write_stdin, inner.close_stdin
+        self.read_stdout, self.read_stderr = inner.read_stdout, inner.read_stderr
+        self.resize, self.wait = inner.resize, inner.wait
 
     def kill(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             os.kill(int(self.pid_file.read_text().strip()), signal.SIGKILL)
-        super().kill()
+        self.inner.kill()
 
     def close(self) -> None:
-        super().close()
+        self.inner.close()
         with contextlib.suppress(FileNotFoundError):
             self.pid_file.unlink()
 

@@ -60,6 +60,9 @@ class Report:
     ratio_configmaps: float = 0.0       # scheduled / ConfigMap creates (the lightest write)
     apiserver_cpu_share: float | None = None
     scheduler_cpu_share: float | None = None
+    # CPU per scheduled pod: unlike the rates, independent of what else the (shared) machine runs.
+    apiserver_cpu_ms_per_pod: float | None = None
+    scheduler_cpu_ms_per_pod: float | None = None
     pods_per_node_min: int = 0
     pods_per_node_max: int = 0
 
@@ -187,10 +190,12 @@ async def run(args: argparse.Namespace) -> Report:
                 report.ratio = report.scheduled_per_s / report.pod_status_patches_per_s
                 report.ratio_configmaps = report.scheduled_per_s / report.configmap_writes_per_s
                 whole = last - started
-                if None not in (api_cpu0, api_cpu1):
-                    report.apiserver_cpu_share = (api_cpu1 - api_cpu0) / whole  # type: ignore[operator]
-                if None not in (sched_cpu0, sched_cpu1):
-                    report.scheduler_cpu_share = (sched_cpu1 - sched_cpu0) / whole  # type: ignore[operator]
+                if api_cpu0 is not None and api_cpu1 is not None:
+                    report.apiserver_cpu_share = (api_cpu1 - api_cpu0) / whole
+                    report.apiserver_cpu_ms_per_pod = (api_cpu1 - api_cpu0) * 1000 / len(times)
+                if sched_cpu0 is not None and sched_cpu1 is not None:
+                    report.scheduler_cpu_share = (sched_cpu1 - sched_cpu0) / whole
+                    report.scheduler_cpu_ms_per_pod = (sched_cpu1 - sched_cpu0) * 1000 / len(times)
                 counts = list(spread.values()) + [0] * (args.nodes - len(spread))
                 report.pods_per_node_min, report.pods_per_node_max = min(counts), max(counts)
             finally:
@@ -226,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         ["ratio scheduled / ConfigMap creates", f"{r.ratio_configmaps:.2f}"],
         ["apiserver CPU (cores) while scheduling", fmt(r.apiserver_cpu_share, 2)],
         ["scheduler CPU (cores) while scheduling", fmt(r.scheduler_cpu_share, 2)],
+        ["apiserver CPU ms per scheduled pod", fmt(r.apiserver_cpu_ms_per_pod, 2)],
+        ["scheduler CPU ms per scheduled pod (incl. start-up)", fmt(r.scheduler_cpu_ms_per_pod, 2)],
         ["pods per node (min / max)", f"{r.pods_per_node_min} / {r.pods_per_node_max}"],
     ])
     ok_rate = r.scheduled_per_s >= GOAL_PODS_PER_SECOND

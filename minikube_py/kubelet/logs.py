@@ -174,10 +174,7 @@ async def write_log(path: Path, options: LogOptions, sink: Callable[[bytes], Awa
     """Write the log at ``path`` to ``sink`` per ``options``; with ``follow``, keep going while
     ``still_running()`` says so. A missing file is an empty log (the container has not written yet)."""
     writer = _Writer(sink, options)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        data = b""
+    data = await asyncio.to_thread(_read_all, path)
     # Only whole lines now; a follower picks the unfinished last line up with the rest.
     complete = data.rfind(b"\n") + 1
     start = tail_offset(data[:complete], options.tail_lines) if options.tail_lines is not None else 0
@@ -187,6 +184,13 @@ async def write_log(path: Path, options: LogOptions, sink: Callable[[bytes], Awa
     if not options.follow or still_running is None:
         return
     await _follow(path, complete, writer, still_running)
+
+
+def _read_all(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 async def _follow(path: Path, offset: int, writer: _Writer, still_running: Callable[[], Awaitable[bool]]) -> None:

@@ -78,13 +78,13 @@ def terminated_state(c: RuntimeContainer) -> dict[str, Any]:
         return {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
                                "message": "The container could not be located when the pod was terminated",
                                "containerID": CONTAINER_ID_SCHEME + c.id}}
-    term: dict[str, Any] = {"exitCode": c.exit_code, "reason": c.reason or ("Completed" if c.exit_code == 0 else "Error"),
-                            "containerID": CONTAINER_ID_SCHEME + c.id}
+    reason = c.reason or ("Completed" if c.exit_code == 0 else "Error")
+    term: dict[str, Any] = {"exitCode": c.exit_code, "reason": reason, "containerID": CONTAINER_ID_SCHEME + c.id}
     if c.message:
         term["message"] = c.message
     # A container that never started has no start time; the API wants one, Kubernetes shows the epoch.
     term["startedAt"] = rfc3339(c.started_at) if c.started_at else "1970-01-01T00:00:00Z"
-    term["finishedAt"] = rfc3339(c.finished_at) if c.finished_at else now_rfc3339()
+    term["finishedAt"] = rfc3339(c.finished_at) if c.finished_at else term["startedAt"]
     return {"terminated": term}
 
 

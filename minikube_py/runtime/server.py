@@ -401,8 +401,9 @@ def build_app(service: RuntimeService) -> web.Application:
 
 
 class RuncExec:
-    """A ``runc exec`` session. runc forwards signals to the command but cannot forward SIGKILL, so a
-    kill (the client hung up) also goes to the command inside the container, by the pid runc wrote."""
+    """A ``runc exec`` session whose kill (the client hung up) also reaches the command in the container
+    by the pid runc wrote: runc cannot forward a SIGKILL, and its parent-death signal is all that
+    would otherwise take the command down with it."""
 
     def __init__(self, inner: SubprocessExec, pid_file: Path) -> None:
         self.inner = inner

@@ -408,6 +408,14 @@ async def test_exec_sync_and_streaming(daemon: RuntimeDaemon, rt: RuntimeClient,
         await ws.close()
     assert out.strip().startswith(b"/dev/pts/")
 
+    # A client that hangs up mid-command: the command inside the container is killed, not orphaned.
+    ws = await rt.exec_stream(cid, ["sleep", "301"])
+    await ws.close()
+    deadline = time.monotonic() + 10
+    while b"sleep 301" in (await rt.exec_sync(cid, ["ps", "-o", "args"])).stdout:
+        assert time.monotonic() < deadline, "the exec'd command outlived its session"
+        await asyncio.sleep(0.1)
+
     await rt.stop_container(cid, timeout=0)
     with pytest.raises(InvalidArgumentError, match="not running"):
         await rt.exec_sync(cid, ["true"])

@@ -29,6 +29,7 @@ QUICK = {
     "apiserver": ["--quick"],
     "http_stack": ["--quick"],
     "json_codec": ["--quick", "--json"],
+    "controllers": ["--quick"],
 }
 
 

@@ -25,11 +25,15 @@ import socket
 import ssl
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from minikube_py.localnodes import LocalNodes
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,8 @@ class LocalClusterConfig:
     data_dir: Path
     port: int = 6443
     fake_nodes: int = 0
+    # Real nodes (network namespaces with a runtime, kubelet and proxy each): see localnodes.py.
+    nodes: int = 0
     # kube-scheduler/kube-controller-manager's own ports 10259/10257, instead of free ones.
     standard_ports: bool = False
     node_monitor_grace_period: float | None = None
@@ -79,6 +85,8 @@ class LocalClusterConfig:
             raise ClusterError(f"--port {self.port} is not a TCP port")
         if self.fake_nodes < 0:
             raise ClusterError("--fake-nodes must not be negative")
+        if self.nodes < 0:
+            raise ClusterError("--nodes must not be negative")
         for name in ("node_monitor_grace_period", "pod_eviction_timeout", "node_heartbeat",
                      "leader_elect_lease_duration", "leader_elect_renew_deadline", "leader_elect_retry_period"):
             value = getattr(self, name)
@@ -116,6 +124,15 @@ class LocalCluster:
         self.data_dir = config.data_dir.resolve()
         self.children: dict[str, Child] = {}
         self.api_port: int | None = None
+        self.nodes: LocalNodes | None = None
+        if config.nodes:
+            from minikube_py.localnodes import LocalNodes, NodesError
+
+            try:
+                self.nodes = LocalNodes(self.data_dir, config.nodes, verbose=config.verbose,
+                                        start_timeout=max(config.start_timeout, 90.0))
+            except NodesError as e:
+                raise ClusterError(str(e)) from None
 
     @property
     def kubeconfig(self) -> Path:
@@ -182,7 +199,8 @@ class LocalCluster:
 
     async def _start_apiserver(self) -> None:
         child = Child("apiserver", self._cli("apiserver", "--local", "--data-dir", str(self.data_dir),
-                                             "--port", str(self.config.port)),
+                                             "--port", str(self.config.port),
+                                             *(self.nodes.apiserver_flags() if self.nodes else [])),
                       self.log_dir / "apiserver.log")
         await self._spawn(child, capture_stdout=True)
         assert child.proc is not None and child.proc.stdout is not None and child._log is not None
@@ -251,9 +269,13 @@ class LocalCluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
         try:
+            if self.nodes:
+                await self._nodes_step(self.nodes.prepare())
             await self._start_apiserver()
             for child in self.plan():
                 await self._spawn(child)
+            if self.nodes:
+                await self._nodes_step(self.nodes.start(self))
             # A child that cannot even start (bad flag, import error) usually fails within a moment.
             await asyncio.sleep(0.5)
             self._check_alive()
@@ -262,12 +284,22 @@ class LocalCluster:
             await self.stop()
             raise
 
+    @staticmethod
+    async def _nodes_step(step: Coroutine[Any, Any, None]) -> None:
+        from minikube_py.localnodes import NodesError
+
+        try:
+            await step
+        except NodesError as e:
+            raise ClusterError(str(e)) from None
+
     # ---- running and stopping ----
 
     def state(self) -> dict[str, Any]:
         return {"kubeconfig": str(self.kubeconfig), "apiserver_port": self.api_port, "supervisor_pid": os.getpid(),
                 "children": {name: {"pid": c.pid, "port": c.port, "log": str(c.log_path)}
-                             for name, c in self.children.items()}}
+                             for name, c in self.children.items()},
+                **({"nodes": self.nodes.state()} if self.nodes else {})}
 
     def _write_state(self) -> None:
         path = self.data_dir / STATE_FILE
@@ -287,6 +319,12 @@ class LocalCluster:
 
     async def stop(self) -> None:
         """SIGTERM every child by PID (dependants first, the API server last), SIGKILL after the timeout."""
+        if self.nodes:
+            try:
+                await self.nodes.stop(self)
+            except Exception:
+                # The control plane must still stop; what the nodes left, the next start's cleanup removes.
+                log.exception("stopping the nodes failed")
         order = [n for n in reversed(CHILD_ORDER) if n in self.children]
         components = [self.children[n] for n in order if n != "apiserver"]
         await self._stop_group(components)

@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "minikube_py.cli.scheduler_cmd",
     "minikube_py.cli.runtime_cmd",
     "minikube_py.cli.image_cmd",
+    "minikube_py.cli.kubelet_cmd",
     "minikube_py.cli.proxy_cmd",
 ]
 

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", type=Path, required=True, metavar="DIR", help="state directory")
     p.add_argument("--port", type=int, default=6443, help="API server HTTPS port (6443; 0 = any free port)")
     p.add_argument("--fake-nodes", type=int, default=0, metavar="N", help="also run N fake nodes (0)")
+    p.add_argument("--nodes", type=int, default=0, metavar="N",
+                   help="also run N real nodes, each a network namespace with a runtime, kubelet and proxy, "
+                        "and a registry with the demo images (needs root; 0)")
     p.add_argument("--node-heartbeat", type=duration_arg, default=None, metavar="DURATION",
                    help="fake nodes' Lease renewal interval (default: a quarter of the grace period, <= 10s)")
     p.add_argument("--standard-ports", action="store_true",
@@ -51,6 +54,8 @@ def _summary(cluster: LocalCluster) -> str:
     for name, child in cluster.children.items():
         where = f"health https://127.0.0.1:{child.port}/healthz" if child.port and name != "apiserver" else ""
         lines.append(f"  {name:<18} pid {child.pid:<8} {where}".rstrip())
+    if cluster.nodes:
+        lines += cluster.nodes.summary_lines()
     lines += [f"  logs         {cluster.log_dir}/",
               f"Try:  kubectl --kubeconfig {cluster.kubeconfig} get nodes",
               "Stop with Ctrl-C."]
@@ -61,7 +66,8 @@ async def supervise(args: argparse.Namespace) -> int:
     from minikube_py.localcluster import ClusterError, LocalCluster, LocalClusterConfig
 
     cfg = LocalClusterConfig(
-        data_dir=args.data_dir, port=args.port, fake_nodes=args.fake_nodes, standard_ports=args.standard_ports,
+        data_dir=args.data_dir, port=args.port, fake_nodes=args.fake_nodes, nodes=args.nodes,
+        standard_ports=args.standard_ports,
         node_monitor_grace_period=args.node_monitor_grace_period, pod_eviction_timeout=args.pod_eviction_timeout,
         node_heartbeat=args.node_heartbeat, leader_elect_lease_duration=args.leader_elect_lease_duration,
         leader_elect_renew_deadline=args.leader_elect_renew_deadline,

@@ -57,17 +57,19 @@ async def test_leader_elected_scheduler_binds_serves_health_and_stops_on_sigterm
             assert resp.status == 200 and await resp.text() == "ok"
         async with http.get(f"https://127.0.0.1:{port}/metrics", ssl=insecure) as resp:
             text = await resp.text()
-    assert re.search(r'scheduler_schedule_attempts_total\{result="scheduled",profile="cli-scheduler"\} 1', text)
+    attempts = r'scheduler_schedule_attempts_total\{result="scheduled",profile="cli-scheduler"\} 1'
+    assert re.search(attempts, text)
     assert "scheduler_pending_pods" in text and "scheduler_e2e_scheduling_duration_seconds_bucket" in text
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 20) == 0
 
 
 def test_bad_flags_are_one_line_errors(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "minikube_py", "scheduler", "--kubeconfig",
-                          str(tmp_path / "missing.conf")], capture_output=True, text=True, cwd=REPO, timeout=60)
+    missing = tmp_path / "missing.conf"
+    res = subprocess.run([sys.executable, "-m", "minikube_py", "scheduler", "--kubeconfig", str(missing)],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
     assert res.returncode == 2
-    assert res.stderr.strip() == f"minikube-py scheduler: --kubeconfig {tmp_path / 'missing.conf'}: no such file"
+    assert res.stderr.strip() == f"minikube-py scheduler: --kubeconfig {missing}: no such file"
     res = subprocess.run([sys.executable, "-m", "minikube_py", "scheduler", "--kubeconfig", "x",
                           "--leader-elect=maybe"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert res.returncode == 2 and "expected true or false" in res.stderr

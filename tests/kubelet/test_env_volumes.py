@@ -81,7 +81,7 @@ def test_resources_pull_policy_hostname() -> None:
     assert sandbox_hostname({"metadata": {"name": "Web_1"}, "spec": {}}) == "web-1"
 
 
-async def test_volumes_are_written_and_mounted(tmp_path: Path) -> None:
+async def test_volumes_are_written_and_mounted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     host_dir = tmp_path / "host" / "data"
     pod = {**POD, "spec": {**POD["spec"], "volumes": [
         {"name": "scratch", "emptyDir": {}},
@@ -110,7 +110,10 @@ async def test_volumes_are_written_and_mounted(tmp_path: Path) -> None:
         ("/scratch", False), ("/cfg", True), ("/host", True), ("/s2", False)]
     assert mounts[3]["hostPath"].endswith("kubernetes.io~empty-dir/scratch/a/b")
     # A changed ConfigMap rewrites the files; a key that went away goes too.
-    OBJECTS[("configmaps", "ns", "cfg2")] = {"data": {"x": "1"}}
+    monkeypatch.setitem(OBJECTS, ("configmaps", "ns", "cfg"), {"data": {"color": "red"}})
+    await vols.setup(get)
+    assert sorted(p.name for p in (base / "kubernetes.io~configmap" / "all").iterdir()) == ["color"]
+    assert (base / "kubernetes.io~configmap" / "all" / "color").read_text() == "red"
     hosts = vols.write_etc_hosts("10.244.251.7")
     assert "10.244.251.7\tweb-1" in hosts.read_text()
     vols.teardown()

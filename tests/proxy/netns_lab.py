@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import secrets
 import shutil
 import subprocess
@@ -66,9 +67,9 @@ class NetnsLab:
 
     def curl(self, url: str, times: int = 1, max_time: float = 2.0) -> list[str]:
         """The bodies of ``times`` fresh connections to ``url`` from inside the namespace ("" = failed)."""
-        script = (f'for i in $(seq {times}); do curl -s --max-time {max_time} "$0"; echo " #$?"; done')
+        script = f'for i in $(seq {times}); do curl -s --max-time {max_time} "$0"; echo "@@$?"; done'
         out = self.exec("sh", "-c", script, url, timeout=times * (max_time + 1) + 10).stdout
-        return [line.rsplit(" #", 1)[0].strip() for line in out.splitlines() if " #" in line]
+        return [body.strip() for body in re.split(r"@@\d+\n", out)[:-1]]
 
 
 def _veth_addresses() -> tuple[str, str]:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from minikube_py.proxy.rules import endpoint_chain, service_chain
+from minikube_py.proxy.rules import endpoint_chain, external_chain, service_chain
 from minikube_py.proxy.services import Endpoint, ServicePort
 from tests.apiserver.conftest import LocalAPIServer, start_apiserver, stop_apiserver
 from tests.proxy.netns_lab import (
@@ -150,7 +150,8 @@ def test_proxy_balances_follows_endpoints_and_cleans_up(lab: NetnsLab, apiserver
         # The service goes: nothing of it is left.
         assert api.delete(f"/api/v1/namespaces/default/services/{svc_name}").status_code == 200
         wait_for(lambda: svc_name not in lab.iptables_save(), "the service's rules to go")
-        assert not {c for c in _chains(lab.iptables_save(), "nat") if c.startswith(("KUBE-SVC-", "KUBE-SEP-"))}
+        left = _chains(lab.iptables_save(), "nat")
+        assert svc_chain not in left and not set(sep.values()) & left and external_chain(sp) not in left
 
         # SIGTERM leaves the rules in place, as kube-proxy does.
         proxy.send_signal(signal.SIGTERM)

@@ -6,32 +6,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
 import signal
 from pathlib import Path
 
+from minikube_py.cli.durations import duration_arg, parse_duration  # noqa: F401 - parse_duration re-exported
 from minikube_py.cli.main import UserError
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(text: str) -> float:
-    """``"10s"``, ``"1.5s"``, ``"500ms"``, ``"5m"``, ``"1h"`` or plain seconds (``"40"``) -> seconds.
-    Go-style compound durations (``"1m30s"``) work too."""
-    s = text.strip()
-    parts = list(_DURATION.finditer(s))
-    if not s or not parts or "".join(p.group(0) for p in parts) != s or (len(parts) > 1 and any(
-            p.group(2) is None for p in parts)):
-        raise ValueError(f"invalid duration {text!r}: use e.g. 10s, 500ms, 5m or plain seconds")
-    return sum(float(p.group(1)) * _UNIT_SECONDS[p.group(2)] for p in parts)
-
-
-def duration_arg(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:

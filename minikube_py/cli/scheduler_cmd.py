@@ -16,6 +16,7 @@ import socket
 import uuid
 from pathlib import Path
 
+from minikube_py.cli.durations import duration_arg
 from minikube_py.cli.main import UserError
 
 log = logging.getLogger("minikube_py.scheduler")
@@ -39,9 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="schedule pods whose spec.schedulerName is this (default-scheduler)")
     p.add_argument("--leader-elect", type=_bool, default=True, nargs="?", const=True, metavar="true|false",
                    help="take the kube-system/kube-scheduler Lease before scheduling (default true)")
-    p.add_argument("--leader-elect-lease-duration", type=float, default=15.0, metavar="SECONDS")
-    p.add_argument("--leader-elect-renew-deadline", type=float, default=10.0, metavar="SECONDS")
-    p.add_argument("--leader-elect-retry-period", type=float, default=2.0, metavar="SECONDS")
+    p.add_argument("--leader-elect-lease-duration", type=duration_arg, default=15.0, metavar="DURATION")
+    p.add_argument("--leader-elect-renew-deadline", type=duration_arg, default=10.0, metavar="DURATION")
+    p.add_argument("--leader-elect-retry-period", type=duration_arg, default=2.0, metavar="DURATION")
     p.add_argument("--bind-address", default="127.0.0.1", help="address of the health/metrics port")
     p.add_argument("--secure-port", type=int, default=10259,
                    help="health/metrics HTTPS port (10259; 0 = any)")

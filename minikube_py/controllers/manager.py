@@ -14,13 +14,13 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import re
 import socket
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from minikube_py.cli.durations import parse_duration  # noqa: F401 - re-exported for callers
 from minikube_py.client.component import ComponentServer
 from minikube_py.client.leaderelection import LeaderElector
 from minikube_py.client.rest import APIClient
@@ -91,34 +91,6 @@ def parse_controllers(value: str | Iterable[str]) -> list[str]:
             raise ValueError(f"--controllers: unknown controller {name!r} (known: {known})")
         (disabled if negate else enabled).add(spec.name)
     return [s.name for s in CONTROLLERS if (star or s.name in enabled) and s.name not in disabled]
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-
-
-def parse_duration(text: str | float | int) -> float:
-    """Seconds from a Go-style duration (``"40s"``, ``"5m"``, ``"1m30s"``, ``"500ms"``) or a bare
-    number of seconds (``"300"``)."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        s = str(text).strip()
-        try:
-            value = float(s)
-        except ValueError:
-            units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-            pos, value = 0, 0.0
-            for m in _DURATION_PART.finditer(s):
-                if m.start() != pos:
-                    break
-                value += float(m.group(1)) * units[m.group(2)]
-                pos = m.end()
-            if not s or pos != len(s):
-                raise ValueError(f"invalid duration {text!r}: use e.g. 40s, 5m, 1m30s, 500ms "
-                                 "or a number of seconds") from None
-    if value < 0 or value != value:
-        raise ValueError(f"invalid duration {text!r}: must not be negative")
-    return value
 
 
 def default_identity() -> str:

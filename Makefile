@@ -40,3 +40,23 @@ bench: deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# The lab (issue #6): Debian machines on vagrant-lxc, see the README's "The lab". These need root.
+.PHONY: box lab-up lab-down lab-inventory test-lab
+
+# The box is cached outside the clone, keyed by its recipe (lab/box/): a no-op when it is current.
+box:
+	@lab/box/build-box.sh
+
+lab-up: box
+	@lab/lab-up.sh
+
+lab-down:
+	@lab/lab-down.sh
+
+lab-inventory:
+	@lab/lab-inventory.sh
+
+# Not part of `make test` (it boots machines); tests/lab/ collects only when named explicitly.
+test-lab: deps box
+	$(BIN)/pytest -q tests/lab $(PYTEST_ARGS)

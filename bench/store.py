@@ -16,8 +16,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,20 +26,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
+from _util import stop_process
+
+from minikube_py.localcluster import free_port
 from minikube_py.store import Store
 from minikube_py.store.sqlite import SqliteStore
 
 VALUE = os.urandom(512).hex().encode()  # 1 KiB, about a small Kubernetes object
 RANGE_KEYS = 10_000
 WATCH_WRITES = 400
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -81,13 +77,7 @@ def etcd_member(workdir: Path) -> Iterator[str | None]:
             time.sleep(0.1)
         yield f"127.0.0.1:{client}"
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc)
         log.close()
 
 

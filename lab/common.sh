@@ -13,7 +13,7 @@ unset _key _value
 export VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_BOX_UPDATE_CHECK_DISABLE=1
 export VAGRANT_DEFAULT_PROVIDER=${VAGRANT_DEFAULT_PROVIDER:-lxc}
 
-HOST_PACKAGES="vagrant vagrant-lxc lxc lxc-templates debootstrap bridge-utils sudo"
+HOST_PACKAGES=${MINIKUBE_PY_LAB_HOST_PACKAGES:-"vagrant vagrant-lxc lxc lxc-templates debootstrap bridge-utils sudo"}
 
 die() {
   echo "minikube-py lab: $*" >&2

@@ -50,6 +50,7 @@ CLUSTER_CIDR = "10.244.0.0/16"
 SUBNET_BASE = "172.31"
 THIRD_OCTETS = range(16, 240)
 PREFERRED_REGISTRY_PORT = 5000
+KUBELET_CLIENT = "apiserver-kubelet-client"
 MAX_NODES = 200
 # A unix socket path longer than this does not fit in sockaddr_un (108 bytes with the NUL).
 MAX_SOCKET_PATH = 100
@@ -432,8 +433,12 @@ class LocalNodes:
         return [self.plan.node(i) for i in range(1, self.count + 1)]
 
     def apiserver_flags(self) -> list[str]:
-        """The API server must answer on the bridge too, with the bridge address in its certificate."""
-        return ["--bind-address", "0.0.0.0", "--advertise-address", self.plan.host_ip]
+        """The API server must answer on the bridge too, with the bridge address in its certificate, and
+        reach the kubelets' HTTPS API with a client certificate."""
+        pki = self.plan.data_dir / "pki"
+        return ["--bind-address", "0.0.0.0", "--advertise-address", self.plan.host_ip,
+                "--kubelet-client-certificate", str(pki / f"{KUBELET_CLIENT}.crt"),
+                "--kubelet-client-key", str(pki / f"{KUBELET_CLIENT}.key")]
 
     # ---- before the API server ----
 
@@ -461,25 +466,29 @@ class LocalNodes:
             for sub in ("runtime", "run", "kubelet", "logs", "cni"):
                 (node.dir / sub).mkdir(parents=True, exist_ok=True)
             setup_node_netns(self.plan, node)
-        self._refresh_apiserver_cert()
+        self._ensure_pki()
 
-    def _refresh_apiserver_cert(self) -> None:
-        """An apiserver.crt from a run without nodes lacks the bridge address: let the API server issue
-        a new one (the CA, and so every kubeconfig, stays)."""
-        from minikube_py.pki import CertPair, PKIError, cert_sans
+    def _ensure_pki(self) -> None:
+        """The CA and certificates as the API server's own start would make them, plus its kubelet client
+        pair. An apiserver.crt from a run without nodes lacks the bridge address: it is issued anew (the
+        CA, and so every kubeconfig, stays)."""
+        from minikube_py.pki import CertPair, PKIError, cert_sans, ensure_pki
 
         pki = self.plan.data_dir / "pki"
         crt, key = pki / "apiserver.crt", pki / "apiserver.key"
-        if not crt.exists():
-            return
-        try:
-            _, ips = cert_sans(CertPair.load(crt, key).certificate)
-        except PKIError:
-            return  # the API server reports a broken pair itself
+        ips: list[str] = [self.plan.host_ip]
+        if crt.exists():
+            with contextlib.suppress(PKIError):  # ensure_pki below reports a broken pair
+                _, ips = cert_sans(CertPair.load(crt, key).certificate)
         if self.plan.host_ip not in ips:
             log.info("re-issuing %s to cover %s", crt, self.plan.host_ip)
-            crt.unlink()
-            key.unlink()
+            crt.unlink(missing_ok=True)
+            key.unlink(missing_ok=True)
+        try:
+            ensure_pki(pki, master_addresses=sorted({"127.0.0.1", self.plan.host_ip}),
+                       clients={KUBELET_CLIENT: ("kube-apiserver-kubelet-client", ("system:masters",))})
+        except (PKIError, OSError) as e:
+            raise NodesError(f"certificates in {pki}: {e}") from None
 
     # ---- after the API server ----
 
@@ -539,7 +548,7 @@ class LocalNodes:
         config = workdir / "config.yml"
         config.write_text(REGISTRY_CONFIG.format(storage=workdir / "storage", addr=self.registry))
         await self._spawn(cluster, child_cls("registry", ["docker-registry", "serve", str(config)],
-                                             cluster.log_dir / "registry.log", self.registry_port))
+                                             cluster.log_dir / "registry.log"))
         import aiohttp
 
         async with aiohttp.ClientSession() as session:

@@ -90,9 +90,10 @@ unshare --mount --propagation private -- env ROOTFS="$rootfs" PACKAGES="$package
     esac
     wanted="$wanted $p"
   done
-  in_root apt-get install -y -qq --no-install-recommends $wanted >/dev/null
+  in_root apt-get install -y -qq --no-install-recommends $wanted
   in_root apt-get clean
-' || die "installing the box packages failed"
+' >"$work/install.log" 2>&1 || { tail -n 20 "$work/install.log" >&2; die "installing the box packages failed (log above)"; }
+grep '(not in the archive' "$work/install.log" || true
 
 echo "configuring"
 in_root() { chroot "$rootfs" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
@@ -155,6 +156,8 @@ WantedBy=sysinit.target
 EOF
 in_root systemctl enable lab-hostname-hosts.service >/dev/null 2>&1
 printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$rootfs/etc/hosts"
+# debootstrap copies the build host's name; without the file systemd keeps the one LXC sets.
+rm -f "$rootfs/etc/hostname"
 
 # Role daemons start where the roles enable them (placement is tested both ways), and nothing
 # should poll the network that is not there.

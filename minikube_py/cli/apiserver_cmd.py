@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token-auth-file", type=Path, help="static token file: token,user,uid,\"group1,group2\"")
     p.add_argument("--anonymous", action="store_true",
                    help="let requests without credentials in (local development only)")
+    p.add_argument("--kubelet-client-certificate", type=Path, metavar="FILE",
+                   help="client certificate for the kubelets' API (logs, exec); with it they are reached over HTTPS")
+    p.add_argument("--kubelet-client-key", type=Path, metavar="FILE", help="its key")
+    p.add_argument("--kubelet-certificate-authority", type=Path, metavar="FILE",
+                   help="CA to verify the kubelets' serving certificates (default: not verified, as kube-apiserver)")
     p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
     p.add_argument("--service-node-port-range", default="30000-32767")
     p.add_argument("--insecure-http", action="store_true",
@@ -82,7 +87,11 @@ def _build_config(args: argparse.Namespace) -> tuple[Config, str]:
     cfg = Config(store_url=store_url, bind_address=bind, port=args.port, tls_cert=args.tls_cert_file,
                  tls_key=args.tls_private_key_file, client_ca=args.client_ca_file,
                  token_file=args.token_auth_file, anonymous=args.anonymous, advertise_address=advertise,
-                 service_cidr=args.service_cluster_ip_range, node_port_range=(lo, hi))
+                 service_cidr=args.service_cluster_ip_range, node_port_range=(lo, hi),
+                 kubelet_client_cert=args.kubelet_client_certificate, kubelet_client_key=args.kubelet_client_key,
+                 kubelet_ca=args.kubelet_certificate_authority)
+    if (cfg.kubelet_client_cert is None) != (cfg.kubelet_client_key is None):
+        raise UserError("--kubelet-client-certificate and --kubelet-client-key go together")
     kubeconfig = ""
     if args.local:
         assert data_dir is not None

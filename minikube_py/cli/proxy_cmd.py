@@ -15,36 +15,16 @@ import logging
 import re
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
+from minikube_py.cli.durations import duration_arg
 from minikube_py.cli.main import UserError
 
 log = logging.getLogger("minikube_py.proxy")
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-
-def duration(text: str) -> float:
-    """A Go duration (``30s``, ``1m30s``, ``500ms``) or plain seconds, in seconds."""
-    value = text.strip()
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    pos, total = 0, 0.0
-    while pos < len(value):
-        m = _DURATION_PART.match(value, pos)
-        if m is None:
-            raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 30s, 1m, 500ms)")
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if not value:
-        raise argparse.ArgumentTypeError("empty duration")
-    return total
-
-
-def bind_address(default_port: int):  # type: ignore[no-untyped-def]
+def bind_address(default_port: int) -> Callable[[str], tuple[str, int] | None]:
     """An argparse type for ``IP:PORT`` (or just ``IP``, taking the default port); "" disables."""
 
     def parse(text: str) -> tuple[str, int] | None:
@@ -59,7 +39,8 @@ def bind_address(default_port: int):  # type: ignore[no-untyped-def]
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected IP:PORT, e.g. 0.0.0.0:{default_port}") from None
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected IP:PORT, e.g. 0.0.0.0:{default_port}") from None
         if not 0 <= port <= 65535:
             raise argparse.ArgumentTypeError(f"{text!r}: {port} is not a TCP port")
         return host, port
@@ -84,9 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    metavar="IP:PORT", help="health port (0.0.0.0:10256; empty: off)")
     p.add_argument("--metrics-bind-address", type=bind_address(10249), default=("127.0.0.1", 10249),
                    metavar="IP:PORT", help="metrics port (127.0.0.1:10249; empty: off)")
-    p.add_argument("--sync-period", type=duration, default=30.0, metavar="DURATION",
+    p.add_argument("--sync-period", type=duration_arg, default=30.0, metavar="DURATION",
                    help="re-apply every rule at least this often (30s)")
-    p.add_argument("--iptables-min-sync-period", type=duration, default=1.0, metavar="DURATION",
+    p.add_argument("--iptables-min-sync-period", type=duration_arg, default=1.0, metavar="DURATION",
                    help="apply changes at most this often (1s)")
     p.add_argument("--iptables-backend", choices=BACKENDS, default="iptables",
                    help="which iptables to drive (iptables: the system's choice, nft on Debian)")
@@ -148,7 +129,7 @@ async def serve(args: argparse.Namespace) -> int:
     if metrics_server is not None:
         metrics_server.add_check("proxier", proxier.live)
 
-    started: list[object] = []
+    started: list[HealthzServer | ComponentServer] = []
     try:
         for what, srv in (("healthz", healthz), ("metrics", metrics_server)):
             if srv is None:
@@ -156,7 +137,8 @@ async def serve(args: argparse.Namespace) -> int:
             try:
                 await srv.start()
             except OSError as e:
-                raise UserError(f"cannot listen on {srv.bind_address}:{srv.port} ({what}): {e.strerror}") from None
+                raise UserError(f"cannot listen on {srv.bind_address}:{srv.port} ({what}): "
+                                f"{e.strerror}") from None
             started.append(srv)
         print(f"minikube-py proxy: node {node_name}; healthz on port {healthz.port if healthz else 'off'}, "
               f"metrics on port {metrics_server.port if metrics_server else 'off'}", flush=True)
@@ -187,7 +169,7 @@ async def serve(args: argparse.Namespace) -> int:
         for inf in (services, slices, nodes):
             await inf.stop()
         for srv in reversed(started):
-            await srv.stop()  # type: ignore[attr-defined]
+            await srv.stop()
         await client.close()
 
 

@@ -120,7 +120,7 @@ class Informer:
         if self.resync_period > 0:
             self._resync_task = asyncio.create_task(self._resync_loop())
 
-    async def wait_synced(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 -- client-go's shape
+    async def wait_synced(self, timeout: float | None = None) -> bool:
         """True once the first list is in the cache; False if ``timeout`` passes first."""
         try:
             await asyncio.wait_for(self._synced.wait(), timeout)

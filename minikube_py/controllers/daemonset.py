@@ -67,23 +67,11 @@ class DaemonSetController(Controller):
     # ---- event handlers: only enqueue ---------------------------------------------------------------
 
     def _owner_key(self, pod: dict[str, Any]) -> str | None:
-        ref = controller_ref(pod)
-        if ref is None or ref.get("kind") != "DaemonSet":
-            return None
-        key = f"{pod['metadata'].get('namespace')}/{ref.get('name')}"
-        ds = self.sets.get(key)
-        if ds is None or ds["metadata"].get("uid") != ref.get("uid"):
-            return None
-        return key
+        return podutil.live_owner_key(pod, "DaemonSet", self.sets)
 
     def _enqueue_matching(self, pod: dict[str, Any]) -> None:
-        labels = podutil.labels_of(pod)
-        for ds in self.sets.list(pod["metadata"].get("namespace")):
-            try:
-                if podutil.selector_of(ds).matches(labels):
-                    self.enqueue(ds)
-            except podutil.InvalidSpec:
-                continue
+        for ds in podutil.selecting_owners(pod, self.sets):
+            self.enqueue(ds)
 
     def _pod_added(self, pod: dict[str, Any]) -> None:
         key = self._owner_key(pod)

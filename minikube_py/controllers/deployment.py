@@ -94,27 +94,15 @@ class DeploymentController(Controller):
     # ---- event handlers: only enqueue ---------------------------------------------------------------
 
     def _owner_key(self, rs: dict[str, Any]) -> str | None:
-        ref = controller_ref(rs)
-        if ref is None or ref.get("kind") != "Deployment":
-            return None
-        key = f"{rs['metadata'].get('namespace')}/{ref.get('name')}"
-        d = self.deployments.get(key)
-        if d is None or d["metadata"].get("uid") != ref.get("uid"):
-            return None
-        return key
+        return podutil.live_owner_key(rs, "Deployment", self.deployments)
 
     def _rs_changed(self, rs: dict[str, Any]) -> None:
         key = self._owner_key(rs)
         if key is not None:
             self.enqueue_key(key)
         elif controller_ref(rs) is None:
-            labels = podutil.labels_of(rs)
-            for d in self.deployments.list(rs["metadata"].get("namespace")):
-                try:
-                    if podutil.selector_of(d).matches(labels):
-                        self.enqueue(d)
-                except podutil.InvalidSpec:
-                    continue
+            for d in podutil.selecting_owners(rs, self.deployments):
+                self.enqueue(d)
 
     def _rs_updated(self, old: dict[str, Any], new: dict[str, Any]) -> None:
         old_key = self._owner_key(old)

@@ -35,6 +35,7 @@ import time
 from typing import Any
 
 from minikube_py.client.rest import ApiStatusError
+from minikube_py.scheduler.podinfo import tolerates
 
 from .base import Controller, ControllerContext
 from .podutil import is_ready, is_terminating, now_rfc3339, parse_time
@@ -84,23 +85,6 @@ def desired_taints(node: dict[str, Any]) -> list[tuple[str, str]]:
     if status == "Unknown":
         return [(TAINT_UNREACHABLE, "NoSchedule"), (TAINT_UNREACHABLE, "NoExecute")]
     return []
-
-
-def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
-    """v1.Toleration.ToleratesTaint."""
-    effect = toleration.get("effect") or ""
-    if effect and effect != taint.get("effect"):
-        return False
-    key = toleration.get("key") or ""
-    operator = toleration.get("operator") or "Equal"
-    if key and key != taint.get("key"):
-        return False
-    if operator == "Exists":
-        return True
-    if operator == "Equal":
-        # An empty key with Equal matches nothing but taints without a key (there are none).
-        return bool(key) and (toleration.get("value") or "") == (taint.get("value") or "")
-    return False
 
 
 def _is_admission_default(toleration: dict[str, Any]) -> bool:

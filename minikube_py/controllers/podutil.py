@@ -295,6 +295,33 @@ def _controller_uid(obj: dict[str, Any]) -> list[str]:
     return [str(ref["uid"])] if ref and ref.get("uid") else []
 
 
+def live_owner_key(obj: dict[str, Any], kind: str, owners: Informer) -> str | None:
+    """The cache key of ``obj``'s controller when that is a ``kind`` in ``owners`` with the uid the
+    reference names: an owner deleted and recreated under the same name is not it."""
+    ref = controller_ref(obj)
+    if ref is None or ref.get("kind") != kind:
+        return None
+    key = f"{obj['metadata'].get('namespace')}/{ref.get('name')}"
+    owner = owners.get(key)
+    if owner is None or owner["metadata"].get("uid") != ref.get("uid"):
+        return None
+    return key
+
+
+def selecting_owners(obj: dict[str, Any], owners: Informer) -> list[dict[str, Any]]:
+    """The objects in ``owners`` of ``obj``'s namespace whose selector matches its labels: an orphan's
+    candidate adopters. An owner with an invalid selector selects nothing."""
+    labels = labels_of(obj)
+    out = []
+    for owner in owners.list(obj["metadata"].get("namespace")):
+        try:
+            if selector_of(owner).matches(labels):
+                out.append(owner)
+        except InvalidSpec:
+            continue
+    return out
+
+
 def owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
     ref = controller_ref(dict(obj))
     return ref is not None and ref.get("uid") == (owner.get("metadata") or {}).get("uid")

@@ -43,24 +43,12 @@ class ReplicaSetController(Controller):
     # ---- event handlers: only enqueue ---------------------------------------------------------------
 
     def _owner_key(self, pod: dict[str, Any]) -> str | None:
-        ref = controller_ref(pod)
-        if ref is None or ref.get("kind") != "ReplicaSet":
-            return None
-        key = f"{pod['metadata'].get('namespace')}/{ref.get('name')}"
-        rs = self.sets.get(key)
-        if rs is None or rs["metadata"].get("uid") != ref.get("uid"):
-            return None
-        return key
+        return podutil.live_owner_key(pod, "ReplicaSet", self.sets)
 
     def _enqueue_matching_sets(self, pod: dict[str, Any]) -> None:
         """An orphan: wake every ReplicaSet whose selector matches, one of them may adopt it."""
-        labels = podutil.labels_of(pod)
-        for rs in self.sets.list(pod["metadata"].get("namespace")):
-            try:
-                if podutil.selector_of(rs).matches(labels):
-                    self.enqueue(rs)
-            except podutil.InvalidSpec:
-                continue
+        for rs in podutil.selecting_owners(pod, self.sets):
+            self.enqueue(rs)
 
     def _pod_added(self, pod: dict[str, Any]) -> None:
         key = self._owner_key(pod)

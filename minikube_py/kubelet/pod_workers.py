@@ -112,6 +112,17 @@ def sandbox_hostname(pod: dict[str, Any]) -> str:
     return _DNS_LABEL.sub("-", name)[:63].strip("-") or "pod"
 
 
+def _rv(pod: dict[str, Any]) -> int:
+    rv = str((pod.get("metadata") or {}).get("resourceVersion") or "")
+    return int(rv) if rv.isdigit() else 0
+
+
+def _sync_relevant(pod: dict[str, Any]) -> tuple[Any, ...]:
+    meta = pod.get("metadata") or {}
+    return (pod.get("spec"), meta.get("labels"), meta.get("annotations"), meta.get("deletionTimestamp"),
+            meta.get("deletionGracePeriodSeconds"), (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"))
+
+
 @dataclass
 class _Tracked:
     """What the worker remembers of one container of the spec between syncs."""
@@ -151,9 +162,15 @@ class PodWorker:
         self._task = asyncio.create_task(self._loop(), name=f"pod-worker-{self.key}")
 
     def update(self, pod: dict[str, Any]) -> None:
+        """A newer version of the pod. Only a change of what the kubelet acts on starts a sync: its own
+        status writes coming back through the watch do not (the kubelet's pod config ignores them too)."""
+        before = self.pod
+        if _rv(pod) < _rv(before) and _sync_relevant(before) == _sync_relevant(pod):
+            return  # an older copy (our own status write's event arriving late): keep the newer
         self.pod = pod
         self.volumes.pod = pod
-        self.wake()
+        if _sync_relevant(before) != _sync_relevant(pod):
+            self.wake()
 
     def remove(self) -> None:
         self.removed = True
@@ -384,6 +401,7 @@ class PodWorker:
             with contextlib.suppress(NotFoundError):
                 await self.runtime.stop_container(latest.id, self._container_grace())
             self._exited_cache.pop(latest.id, None)
+            t.latest = await self._status_of({"id": latest.id, "metadata": {"name": name, "attempt": latest.attempt}})
             if policy == "Never":
                 return
             # Restarted at once, without the crash back-off: the kubelet killed it itself.
@@ -521,6 +539,12 @@ class PodWorker:
         key = f"{self.uid}_{image}"
         backoff = self.kubelet.image_backoff
         if backoff.in_backoff_since_update(key):
+            if t.waiting is not None and t.waiting[0] == "ErrImagePull" \
+                    and backoff.get(key) - backoff.remaining(key) < backoff.get(key) / 2:
+                # The failed pull's reason stays shown for the first half of the wait, as the kubelet's
+                # slower resync leaves it; then the pod says it is backing off.
+                self._retry_in(backoff.remaining(key) - backoff.get(key) / 2 + 0.01)
+                return False
             last = t.waiting[1] if t.waiting is not None and t.waiting[0] in ("ErrImagePull", "ImagePullBackOff") \
                 else ""
             cause = last.split(": ErrImagePull: ", 1)[-1] if last else ""

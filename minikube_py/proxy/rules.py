@@ -17,6 +17,7 @@ and protocol (plus the endpoint for KUBE-SEP), so they match what a real kube-pr
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Iterable
@@ -108,8 +109,11 @@ class RuleSet:
 
 # ---- names -----------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=65536)
 def _hash(text: str) -> str:
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+    # 10 bytes are exactly the 16 base32 characters kube-proxy keeps (base32 works in 5-byte groups),
+    # and Python's base32 is slow enough per byte to matter at thousands of endpoints.
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()[:10]).decode()
 
 
 def service_chain(sp: ServicePort) -> str:
@@ -190,7 +194,8 @@ def _service_rules(rs: RuleSet, sp: ServicePort, endpoints: list[Endpoint], conf
 
     svc = service_chain(sp)
     nat.chains.append(svc)
-    cluster_ip = [*_comment(f"{name} cluster IP"), *proto, "-d", f"{sp.cluster_ip}/32", "--dport", str(sp.port)]
+    cluster_ip = [*_comment(f"{name} cluster IP"), *proto, "-d", f"{sp.cluster_ip}/32",
+                  "--dport", str(sp.port)]
     nat.add("KUBE-SERVICES", *cluster_ip, "-j", svc)
     if config.masquerade_all:
         nat.add(svc, *cluster_ip, "-j", "KUBE-MARK-MASQ")
@@ -207,7 +212,8 @@ def _service_rules(rs: RuleSet, sp: ServicePort, endpoints: list[Endpoint], conf
                     "--dport", str(sp.port), "-j", ext)
         if sp.node_port:
             nat.add("KUBE-NODEPORTS", *_comment(name), *proto, "--dport", str(sp.node_port), "-j", ext)
-        nat.add(ext, *_comment(f"masquerade traffic for {name} external destinations"), "-j", "KUBE-MARK-MASQ")
+        nat.add(ext, *_comment(f"masquerade traffic for {name} external destinations"),
+                "-j", "KUBE-MARK-MASQ")
         nat.add(ext, "-j", svc)
 
     chains = [endpoint_chain(sp, ep) for ep in endpoints]

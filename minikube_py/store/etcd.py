@@ -84,6 +84,8 @@ from .interface import (
     StoreError,
     Watch,
     check_key,
+    check_limit,
+    check_prefix,
     check_revision,
     check_value,
 )
@@ -97,14 +99,6 @@ def _encode_key(key: str) -> bytes:
         return key.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError as err:
         raise ValueError(f"store key {key!r} is not encodable as UTF-8") from err
-
-
-def _check_prefix(prefix: object, what: str = "prefix") -> str:
-    if not isinstance(prefix, str):
-        raise TypeError(f"store {what}es are str, not {type(prefix).__name__}")
-    if "\x00" in prefix:
-        raise ValueError(f"store {what}es contain no NUL")
-    return prefix
 
 
 def prefix_range_end(prefix: bytes) -> bytes:
@@ -161,7 +155,7 @@ class EtcdStore(Store):
         endpoints: list[str],
         *,
         watch_buffer: int = 1000,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
     ) -> EtcdStore:
         """Connect to ``endpoints`` (``host:port``); :class:`StoreUnavailableError` if none answers
         within ``timeout`` seconds, which is also the limit of every later call."""
@@ -237,15 +231,12 @@ class EtcdStore(Store):
         revision: int | None = None,
     ) -> RangeResult:
         self._check_open()
-        p = _encode_key(_check_prefix(prefix))
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise TypeError(f"limit is an int, not {type(limit).__name__}")
-        if limit < 0:
-            raise ValueError(f"limit {limit} is negative")
+        p = _encode_key(check_prefix(prefix))
+        check_limit(limit)
         rev = check_revision(revision) or 0
         start = p if p else b"\x00"
         if start_after is not None:
-            after = _encode_key(_check_prefix(start_after, "start key")) + b"\x00"
+            after = _encode_key(check_prefix(start_after, "start key")) + b"\x00"
             start = max(start, after)
         end = prefix_range_end(p)
         if end != b"\x00" and start >= end:
@@ -358,7 +349,7 @@ class EtcdStore(Store):
 
     def watch(self, prefix: str, from_revision: int) -> Watch:
         self._check_open()
-        p = _encode_key(_check_prefix(prefix))
+        p = _encode_key(check_prefix(prefix))
         rev = check_revision(from_revision, allow_none=False)
         assert rev is not None
         if 0 < rev < self._compacted:

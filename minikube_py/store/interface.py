@@ -258,6 +258,23 @@ def check_key(key: object) -> str:
     return key
 
 
+def check_prefix(prefix: object, what: str = "prefix") -> str:
+    """Validate a prefix (or range start) argument; unlike a key it may be empty."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"store {what}es are str, not {type(prefix).__name__}")
+    if "\x00" in prefix:
+        raise ValueError(f"store {what}es contain no NUL")
+    return prefix
+
+
+def check_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit is an int, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"limit {limit} is negative")
+    return limit
+
+
 def check_value(value: object) -> bytes:
     if not isinstance(value, bytes | bytearray | memoryview):
         raise TypeError(f"store values are bytes, not {type(value).__name__}")

@@ -45,6 +45,8 @@ from .interface import (
     StoreUnavailableError,
     Watch,
     check_key,
+    check_limit,
+    check_prefix,
     check_revision,
     check_value,
 )
@@ -60,14 +62,6 @@ T = TypeVar("T")
 # Two readers: this is mostly a 2-CPU control-plane node, and SQLite releases the GIL while it
 # reads, so a second reader overlaps with the writer's fsync and with the other reader.
 READER_THREADS = 2
-
-
-def check_prefix(prefix: object) -> str:
-    if not isinstance(prefix, str):
-        raise TypeError(f"store prefixes are str, not {type(prefix).__name__}")
-    if "\x00" in prefix:
-        raise ValueError("store prefixes contain no NUL")
-    return prefix
 
 
 def check_lease_id(lease: object) -> int:
@@ -220,10 +214,7 @@ class SqliteStore(Store):
         revision: int | None = None,
     ) -> RangeResult:
         pb = check_prefix(prefix).encode()
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise TypeError(f"limit is an int, not {type(limit).__name__}")
-        if limit < 0:
-            raise ValueError(f"limit {limit} is negative")
+        check_limit(limit)
         after = None if start_after is None else check_key(start_after).encode()
         rev = check_revision(revision)
         return await self._read(lambda c: reads.range_keys(c, pb, limit, after, rev))

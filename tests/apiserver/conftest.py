@@ -3,6 +3,7 @@ real kubectl binaries found on this machine."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import ssl
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -47,6 +49,11 @@ class LocalAPIServer:
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    def http_client(self, timeout: float = 30.0) -> httpx.Client:
+        """A raw HTTP client authenticated as the admin; use it as a context manager."""
+        return httpx.Client(base_url=self.url, verify=self.ssl_context(), headers=self.headers(),
+                            timeout=httpx.Timeout(timeout))
 
 
 def start_apiserver(data_dir: Path, *extra: str, timeout: float = 30.0) -> LocalAPIServer:
@@ -83,13 +90,20 @@ def stop_apiserver(server: LocalAPIServer) -> None:
             server.proc.wait()
 
 
-@pytest.fixture(scope="session")
-def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAPIServer]:
-    server = start_apiserver(tmp_path_factory.mktemp("apiserver") / "data")
+@contextlib.contextmanager
+def running_apiserver(data_dir: Path, *extra: str) -> Iterator[LocalAPIServer]:
+    """An API server for the ``with`` block, stopped when it ends however it ends."""
+    server = start_apiserver(data_dir, *extra)
     try:
         yield server
     finally:
         stop_apiserver(server)
+
+
+@pytest.fixture(scope="session")
+def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAPIServer]:
+    with running_apiserver(tmp_path_factory.mktemp("apiserver") / "data") as server:
+        yield server
 
 
 def kubectl_binaries() -> dict[str, str]:

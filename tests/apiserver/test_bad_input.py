@@ -20,12 +20,7 @@ JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 
 @pytest.fixture
 def http(apiserver: LocalAPIServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=apiserver.url,
-        verify=apiserver.ssl_context(),
-        headers=apiserver.headers(),
-        timeout=httpx.Timeout(30.0),
-    ) as c:
+    with apiserver.http_client() as c:
         yield c
         # Whatever the test sent, the server still answers ordinary requests.
         assert c.get("/api/v1/namespaces/default").status_code == 200

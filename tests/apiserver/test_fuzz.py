@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from minikube_py.api.resources import RESOURCES
 
-from .conftest import LocalAPIServer, start_apiserver, stop_apiserver
+from .conftest import LocalAPIServer, running_apiserver
 
 FUZZ_SETTINGS = settings(
     max_examples=int(os.environ.get("MINIKUBE_PY_FUZZ_EXAMPLES", "150")),
@@ -46,24 +46,16 @@ OFF_LIMITS = frozenset({"log", "exec", "attach", "portforward", "proxy"})
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LocalAPIServer]:
-    srv = start_apiserver(tmp_path / "data")
-    try:
+    with running_apiserver(tmp_path / "data") as srv:
         yield srv
         assert srv.proc.poll() is None, "the API server died"
         log = (tmp_path / "data.log").read_text()
         assert "Traceback" not in log and "internal error" not in log, log[-5000:]
-    finally:
-        stop_apiserver(srv)
 
 
 @pytest.fixture
 def http(server: LocalAPIServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=server.url,
-        verify=server.ssl_context(),
-        headers=server.headers(),
-        timeout=httpx.Timeout(30.0),
-    ) as c:
+    with server.http_client() as c:
         assert c.post("/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}}).status_code == 201
         yield c
         # Still serving, reads and writes alike.

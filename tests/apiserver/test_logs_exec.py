@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import struct
 import time
 import urllib.error
@@ -37,6 +36,7 @@ from minikube_py.kubelet.streaming import (
     parse_resize,
     serve_exec,
 )
+from minikube_py.localcluster import free_port
 
 from .conftest import Kubectl, LocalAPIServer, kubectl_param
 from .fake_kubelet import FakeKubelet
@@ -85,12 +85,6 @@ def _pod(name: str, node: str | None, containers: tuple[str, ...] = ("main",)) -
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS}, "spec": spec}
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def kubelet(apiserver: LocalAPIServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeKubelet]:
     fake = FakeKubelet(exec_dir=str(tmp_path_factory.mktemp("exec")))
@@ -103,7 +97,7 @@ def kubelet(apiserver: LocalAPIServer, tmp_path_factory: pytest.TempPathFactory)
         _create(apiserver, "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                                   "metadata": {"name": NS}})
         _create(apiserver, "/api/v1/nodes", _node(NODE, port))
-        _create(apiserver, "/api/v1/nodes", _node(DEAD_NODE, _closed_port()))
+        _create(apiserver, "/api/v1/nodes", _node(DEAD_NODE, free_port()))
         for pod in (_pod(POD, NODE), _pod(TWO, NODE, ("a", "b")), _pod(UNSCHEDULED, None),
                     _pod(ORPHAN, DEAD_NODE), _pod(NO_LOG, NODE)):
             _create(apiserver, f"/api/v1/namespaces/{NS}/pods", pod)

@@ -20,13 +20,11 @@ from minikube_py.store import open_store
 from .conftest import LocalAPIServer, start_apiserver, stop_apiserver
 
 # A watch that should have ended (or sent something) by itself fails the test instead of hanging it.
-TIMEOUT = httpx.Timeout(15.0)
+TIMEOUT = 15.0
 
 
 def http_client(server: LocalAPIServer) -> httpx.Client:
-    return httpx.Client(
-        base_url=server.url, verify=server.ssl_context(), headers=server.headers(), timeout=TIMEOUT
-    )
+    return server.http_client(TIMEOUT)
 
 
 @pytest.fixture

@@ -3,22 +3,24 @@ namespace per test so that tests never see each other's objects."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from minikube_py.client.rest import APIClient
-from tests.apiserver.conftest import LocalAPIServer, start_apiserver, stop_apiserver
+from tests import helpers
+from tests.apiserver.conftest import LocalAPIServer, running_apiserver
 
 
 @pytest.fixture(scope="session")
 def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAPIServer]:
-    server = start_apiserver(tmp_path_factory.mktemp("client-apiserver") / "data")
-    try:
+    with running_apiserver(tmp_path_factory.mktemp("client-apiserver") / "data") as server:
         yield server
-    finally:
-        stop_apiserver(server)
+
+
+eventually = functools.partial(helpers.eventually, interval=0.02)
 
 
 def client_for(server: LocalAPIServer, **kw: object) -> APIClient:

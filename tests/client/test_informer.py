@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,7 @@ from minikube_py.client.rest import APIClient
 from minikube_py.store import open_store
 from tests.apiserver.conftest import start_apiserver, stop_apiserver
 
-from .conftest import client_for, configmap
-
-
-async def eventually(cond: Callable[[], bool], within: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+from .conftest import client_for, configmap, eventually
 
 
 class Recorder:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,15 +14,9 @@ import pytest
 from minikube_py.client.leaderelection import LeaderElector
 from minikube_py.client.rest import APIClient
 
+from .conftest import eventually
+
 TIMINGS: dict[str, Any] = {"lease_duration": 2.0, "renew_deadline": 1.5, "retry_period": 0.3}
-
-
-async def eventually(cond: Callable[[], bool], within: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class Candidate:
@@ -93,7 +86,7 @@ async def test_one_leads_and_the_other_takes_over(client: APIClient, release: bo
 
         await leader.cancel()  # the leader's process goes away
         assert leader.work_cancelled and leader.stopped == 1 and not leader.elector.is_leader
-        await eventually(lambda: other.started == 1, within=10, what="the takeover")
+        await eventually(lambda: other.started == 1, timeout=10, what="the takeover")
         assert other.elector.is_leader
         spec = (await client.get("leases", lease, "kube-system"))["spec"]
         assert spec["holderIdentity"] == other.identity and spec["leaseTransitions"] == 1

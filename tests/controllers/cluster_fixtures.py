@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import os
 import signal
 import subprocess
@@ -25,7 +26,8 @@ import pytest
 
 from minikube_py.client.rest import APIClient, ApiStatusError
 from minikube_py.controllers.manager import ControllerManager
-from tests.apiserver.conftest import REPO, LocalAPIServer, start_apiserver, stop_apiserver
+from tests import helpers
+from tests.apiserver.conftest import REPO, LocalAPIServer, running_apiserver
 
 __all__ = [
     "CMProcess",
@@ -56,35 +58,16 @@ def now(micro: bool = False) -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 15.0,  # noqa: ASYNC109
-                     interval: float = 0.1, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy; the last AssertionError (or a timeout
-    message) when it never does. Generous timeouts, no timing asserts: the machine may be busy."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while True:
-        try:
-            result = await check()
-            if result:
-                return result
-        except AssertionError as e:
-            last = e
-        if time.monotonic() > deadline:
-            if last is not None:
-                raise last
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(interval)
+# These checks may assert on what they read: an AssertionError is retried, and the last one reported.
+eventually = functools.partial(helpers.eventually, timeout=15.0, interval=0.1, retry_assertions=True)
 
 
 # ---- the API server and clients -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def cluster_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAPIServer]:
-    server = start_apiserver(tmp_path_factory.mktemp("cluster-controllers") / "data")
-    try:
+    with running_apiserver(tmp_path_factory.mktemp("cluster-controllers") / "data") as server:
         yield server
-    finally:
-        stop_apiserver(server)
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import copy
 import datetime as dt
+import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,8 @@ from minikube_py.controllers.events import EventRecorder
 from minikube_py.controllers.garbagecollector import GarbageCollector
 from minikube_py.controllers.podutil import is_ready, is_terminating
 from minikube_py.controllers.replicaset import ReplicaSetController
-from tests.apiserver.conftest import LocalAPIServer, start_apiserver, stop_apiserver
+from tests import helpers
+from tests.apiserver.conftest import LocalAPIServer, running_apiserver
 
 # Pods with this label are left Pending and not ready by the stand-in kubelet.
 UNREADY_LABEL = "test.minikube-py/unready"
@@ -159,29 +161,13 @@ def pod_template(app: str, image: str) -> dict[str, Any]:
             "spec": {"containers": [{"name": "main", "image": image}], "terminationGracePeriodSeconds": 5}}
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0,  # noqa: ASYNC109
-                     interval: float = 0.05, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy; fail with its last result after ``timeout``
-    (a generous bound on a noisy machine, not a performance assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last: Any = None
-    while True:
-        last = await check()
-        if last:
-            return last
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last result: {last!r}")
-        await asyncio.sleep(interval)
+eventually = functools.partial(helpers.eventually, timeout=30.0, interval=0.05)
 
 
 @pytest.fixture(scope="module")
 def workload_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAPIServer]:
-    server = start_apiserver(tmp_path_factory.mktemp("workloads") / "data")
-    try:
+    with running_apiserver(tmp_path_factory.mktemp("workloads") / "data") as server:
         yield server
-    finally:
-        stop_apiserver(server)
 
 
 @pytest.fixture(name="cluster")

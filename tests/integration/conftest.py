@@ -3,7 +3,7 @@ subprocess (API server, scheduler, controller-manager, 3 fake nodes), stopped wi
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import os
 import signal
@@ -11,20 +11,20 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from minikube_py.client import APIClient, ApiStatusError
+from tests import helpers
 from tests.apiserver.conftest import KUBECTLS
 
 REPO = Path(__file__).resolve().parents[2]
 # Short enough that the node failure test takes seconds, long enough that a busy machine does not flap.
 GRACE_FLAGS = ("--node-monitor-grace-period", "3s", "--pod-eviction-timeout", "2s")
-T = TypeVar("T")
 
 
 def _kubectl_path() -> str | None:
@@ -156,18 +156,7 @@ async def namespace(api: APIClient) -> AsyncIterator[str]:
                 raise
 
 
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60.0,
-                     interval: float = 0.2) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` and the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = await probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
-        await asyncio.sleep(interval)
+eventually = functools.partial(helpers.eventually, timeout=60.0, interval=0.2)
 
 
 # ---- small readers ------------------------------------------------------------------------------------
@@ -209,4 +198,4 @@ async def wait_available(api: APIClient, namespace: str, name: str, replicas: in
                 and st.get("replicas", 0) == replicas)
         return d if done else None
 
-    return await eventually(probe, f"deployment {namespace}/{name} to have {replicas} available", timeout)
+    return await eventually(probe, f"deployment {namespace}/{name} to have {replicas} available", timeout=timeout)

@@ -25,17 +25,14 @@ from minikube_py.kubelet.fake_nodes import (
     FakeNodesError,
     PodIPAllocator,
 )
-from tests.apiserver.conftest import LocalAPIServer, start_apiserver, stop_apiserver
+from tests.apiserver.conftest import LocalAPIServer, running_apiserver
 from tests.integration.conftest import REPO, condition, eventually
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAPIServer]:
-    srv = start_apiserver(tmp_path_factory.mktemp("fake-nodes") / "data")
-    try:
+    with running_apiserver(tmp_path_factory.mktemp("fake-nodes") / "data") as srv:
         yield srv
-    finally:
-        stop_apiserver(srv)
 
 
 @pytest.fixture

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from minikube_py.kubelet.backoff import BackOff, format_duration
-from minikube_py.kubelet.logs import LogFormatError, LogOptions, format_timestamp, parse_line, parse_timestamp, write_log
+from minikube_py.kubelet.logs import (
+    LogFormatError,
+    LogOptions,
+    format_timestamp,
+    parse_line,
+    parse_timestamp,
+    write_log,
+)
 
 
 class Clock:

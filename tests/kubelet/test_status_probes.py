@@ -51,7 +51,8 @@ C = {"name": "app", "image": "demo/busybox"}
 
 def rc(state: str, attempt: int = 0, code: int = 0, **kw: Any) -> RuntimeContainer:
     return RuntimeContainer(id=f"id{attempt}", name="app", attempt=attempt, state=state, started_at=100 * S,
-                            finished_at=(110 * S if state == EXITED else 0), exit_code=code, image_ref="sha256:ab", **kw)
+                            finished_at=(110 * S if state == EXITED else 0), exit_code=code, image_ref="sha256:ab",
+                            **kw)
 
 
 def test_crash_loop_container_status() -> None:
@@ -272,3 +273,21 @@ async def test_host_gw_routes() -> None:
     local = [ipaddress.ip_interface("192.168.56.21/24")]
     assert usable_next_hop(ipaddress.ip_address("192.168.56.21"), local) == "192.168.56.21 is an address of this node"
     assert usable_next_hop(ipaddress.ip_address("192.168.56.30"), local) == ""
+
+
+async def test_kubelet_api_serves_https_with_a_self_signed_certificate() -> None:
+    import aiohttp
+
+    from minikube_py.kubelet.server import serving_ssl_context, start_server
+
+    ctx = serving_ssl_context("node-x", "127.0.0.1", None, None)
+    runner, port = await start_server(None, "127.0.0.1", 0, ctx)  # type: ignore[arg-type]
+    try:
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"https://127.0.0.1:{port}/healthz", ssl=False) as resp:
+            assert resp.status == 200 and await resp.text() == "ok"
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.ClientError):
+                await session.get(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        await runner.cleanup()

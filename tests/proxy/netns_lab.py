@@ -125,7 +125,8 @@ def start_backends(lab: NetnsLab, tmp: Path) -> dict[str, str]:
         root = tmp / name
         root.mkdir()
         (root / "index.html").write_text(name + "\n")
-        lab.popen(sys.executable, "-m", "http.server", str(BACKEND_PORT), "--bind", ip, "--directory", str(root),
+        lab.popen(sys.executable, "-m", "http.server", str(BACKEND_PORT), "--bind", ip,
+                  "--directory", str(root),
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         names[ip] = name
     wait_for(lambda: all(lab.curl(f"http://{ip}:{BACKEND_PORT}/") == [n] for ip, n in names.items()),
@@ -133,7 +134,8 @@ def start_backends(lab: NetnsLab, tmp: Path) -> dict[str, str]:
     return names
 
 
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = 20.0, interval: float = 0.1) -> None:
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = 20.0,
+             interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import secrets
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,7 +133,8 @@ def test_proxy_balances_follows_endpoints_and_cleans_up(lab: NetnsLab, apiserver
         current = api.get(f"{slices}/{svc_name}-x1").json()
         current["endpoints"] = current["endpoints"][:1]
         assert api.put(f"{slices}/{svc_name}-x1", json=current).status_code == 200
-        wait_for(lambda: sep[POD_IPS[1]] not in _chains(lab.iptables_save(), "nat"), "the stale endpoint chain")
+        wait_for(lambda: sep[POD_IPS[1]] not in _chains(lab.iptables_save(), "nat"),
+                 "the stale endpoint chain")
         assert sep[POD_IPS[0]] in _chains(lab.iptables_save(), "nat")
         assert set(lab.curl(f"http://{cluster_ip}/", times=10)) == {names[POD_IPS[0]]}
 

@@ -14,7 +14,8 @@ import pytest
 
 from minikube_py.client import APIClient, ApiStatusError
 from minikube_py.scheduler.scheduler import Scheduler
-from tests.apiserver.conftest import LocalAPIServer, start_apiserver, stop_apiserver
+from tests.apiserver.conftest import LocalAPIServer, running_apiserver
+from tests.helpers import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count()
@@ -22,11 +23,8 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def sched_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAPIServer]:
-    server = start_apiserver(tmp_path_factory.mktemp("sched-apiserver") / "data")
-    try:
+    with running_apiserver(tmp_path_factory.mktemp("sched-apiserver") / "data") as server:
         yield server
-    finally:
-        stop_apiserver(server)
 
 
 @dataclass
@@ -52,16 +50,7 @@ class Cluster:
 
     async def wait_for(self, check: Callable[[], Any], within: float = 20.0, what: str = "condition") -> Any:
         """Poll ``check`` (sync or async) until it returns something truthy."""
-        deadline = asyncio.get_running_loop().time() + within
-        while True:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return result
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.05)
+        return await eventually(check, what, timeout=within, interval=0.05)
 
     async def bound(self, *names: str, within: float = 20.0) -> dict[str, str]:
         """Wait until every named pod has a node; returns pod -> node."""

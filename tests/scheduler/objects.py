@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from minikube_py.scheduler.nodeinfo import ClusterState
+from minikube_py.scheduler.podinfo import pod_info
+
+
+def cluster_of(*nodes: dict, pods: tuple[dict, ...] = ()) -> ClusterState:
+    """The scheduler's cache holding these nodes, and these pods as bound."""
+    c = ClusterState()
+    for n in nodes:
+        c.set_node(n)
+    for p in pods:
+        c.set_bound_pod(pod_info(p))
+    return c
+
 
 def node(
     name: str,

@@ -10,7 +10,7 @@ from minikube_py.scheduler.filters import prefilter, run_filters
 from minikube_py.scheduler.nodeinfo import ClusterState
 from minikube_py.scheduler.podinfo import pod_info
 
-from .objects import affinity, anti_affinity, node, pod, taint
+from .objects import affinity, anti_affinity, cluster_of, node, pod, taint
 
 
 def verdict(cluster: ClusterState, p: dict[str, Any], node_name: str) -> tuple[str, ...] | None:
@@ -18,15 +18,6 @@ def verdict(cluster: ClusterState, p: dict[str, Any], node_name: str) -> tuple[s
     info = pod_info(p)
     status = run_filters(info, cluster.nodes[node_name], prefilter(info, cluster))
     return None if status is None else status.reasons
-
-
-def cluster_of(*nodes: dict, pods: tuple[dict, ...] = ()) -> ClusterState:
-    c = ClusterState()
-    for n in nodes:
-        c.set_node(n)
-    for p in pods:
-        c.set_bound_pod(pod_info(p))
-    return c
 
 
 def test_unschedulable_node_unless_tolerated() -> None:

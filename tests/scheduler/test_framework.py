@@ -12,16 +12,9 @@ from minikube_py.scheduler.framework import FitError, fit_error_message, num_fea
 from minikube_py.scheduler.nodeinfo import ClusterState
 from minikube_py.scheduler.podinfo import pod_info
 
-from .objects import anti_affinity, node, pod, taint
+from .objects import anti_affinity, cluster_of, node, pod, taint
 
 CONTROL_PLANE = taint("node-role.kubernetes.io/control-plane")
-
-
-def setup(*nodes: dict) -> ClusterState:
-    c = ClusterState()
-    for n in nodes:
-        c.set_node(n)
-    return c
 
 
 def failure(c: ClusterState, p: dict) -> str:
@@ -31,7 +24,7 @@ def failure(c: ClusterState, p: dict) -> str:
 
 
 def test_message_taint_and_insufficient_cpu_as_kubernetes_words_it() -> None:
-    c = setup(node("cp", taints=[CONTROL_PLANE]), node("w1", cpu="1"), node("w2", cpu="1"))
+    c = cluster_of(node("cp", taints=[CONTROL_PLANE]), node("w1", cpu="1"), node("w2", cpu="1"))
     assert failure(c, pod("big", cpu="2")) == (
         "0/3 nodes are available: 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, "
         "2 Insufficient cpu. preemption: 0/3 nodes are available: "
@@ -40,7 +33,7 @@ def test_message_taint_and_insufficient_cpu_as_kubernetes_words_it() -> None:
 
 
 def test_message_lists_every_reason_of_every_node() -> None:
-    c = setup(
+    c = cluster_of(
         node("a", cpu="1", memory="1Gi"),
         node("b", cpu="1", memory="1Gi"),
         node("c", labels={"disk": "hdd"}, unschedulable=True),
@@ -53,7 +46,7 @@ def test_message_lists_every_reason_of_every_node() -> None:
 
 
 def test_message_node_selector_and_anti_affinity() -> None:
-    c = setup(node("a", labels={"disk": "ssd"}), node("b", labels={"disk": "ssd"}), node("c"))
+    c = cluster_of(node("a", labels={"disk": "ssd"}), node("b", labels={"disk": "ssd"}), node("c"))
     c.set_bound_pod(pod_info(pod("w1", labels={"app": "w"}, node_name="a")))
     c.set_bound_pod(pod_info(pod("w2", labels={"app": "w"}, node_name="b")))
     p = pod("w3", labels={"app": "w"}, nodeSelector={"disk": "ssd"}, affinity=anti_affinity({"app": "w"}))
@@ -80,14 +73,14 @@ def test_reasons_sort_as_strings_like_kube_scheduler() -> None:
 
 def test_message_without_nodes_and_with_preemption_never() -> None:
     assert failure(ClusterState(), pod("p")) == "no nodes available to schedule pods"
-    c = setup(node("a", cpu="1"))
+    c = cluster_of(node("a", cpu="1"))
     assert failure(c, pod("p", cpu="2", preemptionPolicy="Never")) == (
         "0/1 nodes are available: 1 Insufficient cpu. preemption: not eligible due to preemptionPolicy=Never."
     )
 
 
 def test_assumed_pods_count_at_once() -> None:
-    c = setup(node("a", cpu="1"), node("b", cpu="1"))
+    c = cluster_of(node("a", cpu="1"), node("b", cpu="1"))
     placed = []
     for i in range(2):
         info = pod_info(pod(f"p{i}", cpu="1"))
@@ -101,7 +94,7 @@ def test_assumed_pods_count_at_once() -> None:
 
 
 def test_replicas_spread_evenly_over_equal_nodes() -> None:
-    c = setup(*(node(f"n{i}") for i in range(5)))
+    c = cluster_of(*(node(f"n{i}") for i in range(5)))
     rng = random.Random(1)
     counts: Counter[str] = Counter()
     for i in range(50):
@@ -115,13 +108,13 @@ def test_replicas_spread_evenly_over_equal_nodes() -> None:
 def test_equal_nodes_share_the_first_pod_at_random() -> None:
     picks = Counter()
     for seed in range(40):
-        c = setup(*(node(f"n{i}") for i in range(4)))
+        c = cluster_of(*(node(f"n{i}") for i in range(4)))
         picks[schedule(pod_info(pod("p")), c, random.Random(seed))] += 1
     assert len(picks) == 4
 
 
 def test_tainted_node_gets_pods_only_when_tolerated() -> None:
-    c = setup(node("cp", taints=[CONTROL_PLANE]), node("w"))
+    c = cluster_of(node("cp", taints=[CONTROL_PLANE]), node("w"))
     for i in range(5):
         info = pod_info(pod(f"p{i}"))
         assert schedule(info, c) == "w"
@@ -131,7 +124,7 @@ def test_tainted_node_gets_pods_only_when_tolerated() -> None:
 
 
 def test_preferred_node_affinity_decides() -> None:
-    c = setup(node("a"), node("b", labels={"disk": "ssd"}), node("c"))
+    c = cluster_of(node("a"), node("b", labels={"disk": "ssd"}), node("c"))
     pref = {
         "nodeAffinity": {
             "preferredDuringSchedulingIgnoredDuringExecution": [
@@ -151,7 +144,7 @@ def test_only_part_of_a_big_cluster_is_examined_but_every_node_gets_its_turn() -
     assert num_feasible_nodes_to_find(50) == 50
     assert num_feasible_nodes_to_find(500) == 230
     assert num_feasible_nodes_to_find(5000) == 500
-    c = setup(*(node(f"n{i:03d}") for i in range(300)))
+    c = cluster_of(*(node(f"n{i:03d}") for i in range(300)))
     used: Counter[str] = Counter()
     for i in range(600):
         info = pod_info(pod(f"p{i}", owner="rs"))
@@ -163,7 +156,7 @@ def test_only_part_of_a_big_cluster_is_examined_but_every_node_gets_its_turn() -
 
 
 def test_pods_on_unknown_nodes_are_kept_until_the_node_appears() -> None:
-    c = setup(node("a", cpu="1"))
+    c = cluster_of(node("a", cpu="1"))
     c.set_bound_pod(pod_info(pod("early", cpu="1", node_name="late")))
     c.set_node(node("late", cpu="1"))
     assert schedule(pod_info(pod("p", cpu="1")), c) == "a"

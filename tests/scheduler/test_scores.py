@@ -15,16 +15,7 @@ from minikube_py.scheduler.scores import (
     taint_toleration,
 )
 
-from .objects import node, pod, taint
-
-
-def setup(*nodes: dict, pods: tuple[dict, ...] = ()) -> ClusterState:
-    c = ClusterState()
-    for n in nodes:
-        c.set_node(n)
-    for p in pods:
-        c.set_bound_pod(pod_info(p))
-    return c
+from .objects import cluster_of, node, pod, taint
 
 
 def run(fn, c: ClusterState, p: dict) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -34,7 +25,7 @@ def run(fn, c: ClusterState, p: dict) -> dict[str, int]:  # type: ignore[no-unty
 
 
 def test_least_allocated_prefers_free_nodes() -> None:
-    c = setup(
+    c = cluster_of(
         node("empty", cpu="4", memory="4Gi"),
         node("half", cpu="4", memory="4Gi"),
         pods=(pod("a", cpu="2", memory="2Gi", node_name="half"),),
@@ -44,7 +35,7 @@ def test_least_allocated_prefers_free_nodes() -> None:
 
 
 def test_least_allocated_counts_request_less_pods_with_defaults() -> None:
-    c = setup(
+    c = cluster_of(
         node("a", cpu="1", memory="1Gi"),
         node("b", cpu="1", memory="1Gi"),
         pods=(pod("x", cpu=None, memory=None, node_name="b"),),
@@ -54,7 +45,7 @@ def test_least_allocated_counts_request_less_pods_with_defaults() -> None:
 
 
 def test_balanced_allocation_prefers_even_use() -> None:
-    c = setup(
+    c = cluster_of(
         node("cpu-heavy", cpu="4", memory="4Gi"),
         node("even", cpu="4", memory="4Gi"),
         pods=(
@@ -67,7 +58,7 @@ def test_balanced_allocation_prefers_even_use() -> None:
 
 
 def test_owner_spread_counts_pods_of_the_same_controller() -> None:
-    c = setup(
+    c = cluster_of(
         node("a"),
         node("b"),
         node("c"),
@@ -82,7 +73,7 @@ def test_owner_spread_counts_pods_of_the_same_controller() -> None:
 
 
 def test_owner_spread_weighs_zones() -> None:
-    c = setup(
+    c = cluster_of(
         node("a1", labels={"topology.kubernetes.io/zone": "a"}),
         node("a2", labels={"topology.kubernetes.io/zone": "a"}),
         node("b1", labels={"topology.kubernetes.io/zone": "b"}),
@@ -93,7 +84,7 @@ def test_owner_spread_weighs_zones() -> None:
 
 
 def test_taint_toleration_prefers_fewer_prefer_no_schedule_taints() -> None:
-    c = setup(
+    c = cluster_of(
         node("clean"),
         node("one", taints=[taint("a", effect="PreferNoSchedule")]),
         node("two", taints=[taint("a", effect="PreferNoSchedule"), taint("b", effect="PreferNoSchedule")]),
@@ -104,7 +95,7 @@ def test_taint_toleration_prefers_fewer_prefer_no_schedule_taints() -> None:
 
 
 def test_preferred_node_affinity_weights() -> None:
-    c = setup(
+    c = cluster_of(
         node("ssd", labels={"disk": "ssd", "zone": "a"}),
         node("hdd", labels={"disk": "hdd", "zone": "a"}),
         node("none"),
@@ -126,7 +117,7 @@ def test_preferred_node_affinity_weights() -> None:
 
 
 def test_preferred_pod_affinity_and_anti_affinity() -> None:
-    c = setup(
+    c = cluster_of(
         node("a"),
         node("b"),
         node("c"),
@@ -166,7 +157,7 @@ def test_preferred_pod_affinity_and_anti_affinity() -> None:
 
 
 def test_fused_resource_score_equals_the_two_plugins() -> None:
-    c = setup(
+    c = cluster_of(
         node("a", cpu="4", memory="4Gi"),
         node("b", cpu="2", memory="8Gi"),
         node("c", cpu="1", memory="1Gi"),

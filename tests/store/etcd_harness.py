@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import grpc
 from aetcd import rpc
+
+from minikube_py.localcluster import free_port
 
 ETCD_BINARY = "etcd"
 
@@ -36,12 +37,6 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024
 def etcd_available() -> bool:
     """True when an etcd server binary is on PATH."""
     return shutil.which(ETCD_BINARY) is not None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -94,8 +89,8 @@ class EtcdCluster:
             self._members.append(
                 _Member(
                     name=f"m{i}",
-                    client_port=_free_port(),
-                    peer_port=_free_port(),
+                    client_port=free_port(),
+                    peer_port=free_port(),
                     data_dir=base / "data",
                     log_path=base / "etcd.log",
                 )

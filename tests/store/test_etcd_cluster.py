@@ -7,7 +7,8 @@ only a real cluster can show.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+import functools
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from minikube_py.store import (
     StoreUnavailableError,
 )
 from minikube_py.store.etcd import EtcdStore
+from tests import helpers
 
 from .etcd_harness import EtcdCluster, etcd_available
 
@@ -31,13 +33,7 @@ pytestmark = pytest.mark.skipif(not etcd_available(), reason="etcd is not instal
 GUARD = 60.0
 
 
-async def wait_until(predicate: Callable[[], bool], what: str, guard: float = GUARD) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + guard
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.01)
+wait_until = functools.partial(helpers.eventually, timeout=GUARD, interval=0.01)
 
 
 @pytest.fixture

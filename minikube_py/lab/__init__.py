@@ -1,0 +1,1 @@
+"""Helpers for the Vagrant lab: turning the running machines into inventory and ssh config."""

@@ -60,3 +60,24 @@ lab-inventory:
 # Not part of `make test` (it boots machines); tests/lab/ collects only when named explicitly.
 test-lab: deps box
 	$(BIN)/pytest -q tests/lab $(PYTEST_ARGS)
+
+# Provisioning the lab (issue #6): wheelhouse, Ansible roles, placement and smoke tests.
+.PHONY: wheelhouse provision
+LAB_WHEELHOUSE := .lab/wheelhouse
+
+$(BIN)/ansible-playbook: requirements/lab.txt
+	$(BIN)/pip install -q -r requirements/lab.txt
+	touch $@
+
+# minikube-py and every dependency as wheels, for the machines' offline install. A fixed
+# SOURCE_DATE_EPOCH makes an unchanged tree give a byte-identical wheel, so a rerun restarts nothing.
+wheelhouse: deps
+	mkdir -p $(LAB_WHEELHOUSE)
+	rm -rf build
+	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel -q --find-links $(LAB_WHEELHOUSE) -w $(LAB_WHEELHOUSE) .
+	cd $(LAB_WHEELHOUSE) && sha256sum *.whl > ../wheelhouse.sha256
+
+# One Ansible run over the machines `make lab-up` made (inventory/lab.ini); a rerun changes nothing.
+provision: wheelhouse $(BIN)/ansible-playbook
+	@test -f inventory/lab.ini || { echo "minikube-py lab: no inventory/lab.ini: run 'make lab-up' first" >&2; exit 1; }
+	$(BIN)/ansible-playbook playbooks/site.yml

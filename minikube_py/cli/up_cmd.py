@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -112,6 +113,11 @@ async def supervise(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.nodes > 0 and os.geteuid() != 0:
+        from minikube_py.localnodes import ROOT_ERROR
+
+        print(ROOT_ERROR, file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(supervise(args))

@@ -98,6 +98,7 @@ class Kubelet:
         self.node_uid = ""
         self.runtime_version = UNKNOWN_RUNTIME
         self.applied_pod_cidr = ""
+        self._pending_cidr = ""
         self.ready_reason: str | None = None   # None: not reported yet
         self._last_report = 0.0
         self._pulls: dict[str, asyncio.Future[str]] = {}
@@ -287,12 +288,13 @@ class Kubelet:
         if node["metadata"]["name"] != self.config.node_name:
             return
         cidr = str((node.get("spec") or {}).get("podCIDR") or "")
-        if cidr and cidr != self.applied_pod_cidr:
+        if cidr and cidr != self.applied_pod_cidr and cidr != self._pending_cidr:
+            self._pending_cidr = cidr
             self._spawn(self._apply_pod_cidr(cidr))
 
     async def _apply_pod_cidr(self, cidr: str) -> None:
         delay = 1.0
-        while cidr != self.applied_pod_cidr:
+        while cidr == self._pending_cidr and cidr != self.applied_pod_cidr:
             try:
                 await self.runtime.update_runtime_config(cidr)
                 self.applied_pod_cidr = cidr

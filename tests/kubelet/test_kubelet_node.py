@@ -162,6 +162,29 @@ async def test_node_registers_ready_with_lease(client: APIClient) -> None:
     assert "NodeReady" in reasons
 
 
+async def test_missing_runtime_makes_the_node_not_ready_without_crashing(node: Node, client: APIClient) -> None:
+    lonely = KubeletProcess(node.kubelet.base / "lonely", node.api.kubeconfig, node.kubelet.base / "no-runtime.sock",
+                            "kubelet-no-runtime")
+    lonely.base.mkdir(exist_ok=True)
+    await asyncio.to_thread(lonely.start)
+    try:
+        async def not_ready() -> dict[str, Any] | None:
+            n = await client.get_or_none("nodes", "kubelet-no-runtime")
+            ready = next((c for c in ((n or {}).get("status") or {}).get("conditions") or ()
+                          if c["type"] == "Ready"), {})
+            return ready if ready.get("status") == "False" else None
+
+        ready = await wait_for(not_ready, 20, "the node to be registered NotReady")
+        assert ready["reason"] == "KubeletNotReady"
+        assert ready["message"].startswith("container runtime is down: cannot reach the runtime at")
+        await asyncio.sleep(1.5)
+        assert lonely.proc is not None and lonely.proc.poll() is None     # still serving, no crash loop
+        assert "NodeNotReady" in {r for r, _ in await events_of(client, "kubelet-no-runtime")}
+    finally:
+        await asyncio.to_thread(lonely.stop)
+        await client.delete("nodes", "kubelet-no-runtime")
+
+
 async def _ready_node(client: APIClient) -> dict[str, Any] | None:
     node = await client.get("nodes", NODE)
     ready = next((c for c in node["status"].get("conditions") or () if c["type"] == "Ready"), {})

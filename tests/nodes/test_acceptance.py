@@ -288,9 +288,9 @@ def test_exec_one_shot_and_interactive(workload: NodesCluster) -> None:
     assert exec_in(c, "client-1", "sh", "-c", "echo $((6*7)); hostname").split() == ["42", "client-1"]
     failed = c.kubectl("exec", "client-1", "--", "sh", "-c", "echo oops >&2; exit 7", check=False)
     assert failed.returncode == 7 and "oops" in failed.stderr
-    interactive = c.kubectl("exec", "-i", "client-1", "--", "sh", input="read x; echo got-$x; cat\nhello\nrest\n",
-                            check=False)
-    assert interactive.returncode == 0, interactive.stderr
+    interactive = c.kubectl("exec", "-i", "client-1", "--", "sh", "-c", "read x; echo got-$x; cat; exit 3",
+                            input="hello\nrest\n", check=False)
+    assert interactive.returncode == 3, interactive.stderr
     assert interactive.stdout.split() == ["got-hello", "rest"]
 
 

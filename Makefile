@@ -57,8 +57,9 @@ lab-down:
 lab-inventory:
 	@lab/lab-inventory.sh
 
-# Not part of `make test` (it boots machines); tests/lab/ collects only when named explicitly.
-test-lab: deps box
+# Not part of `make test` (it boots machines); tests/lab/ collects only when named explicitly. The
+# placement and smoke tests need the provisioned lab; test_substrate.py runs last and tears it down.
+test-lab: deps lab-up provision
 	$(BIN)/pytest -q tests/lab $(PYTEST_ARGS)
 
 # Provisioning the lab (issue #6): wheelhouse, Ansible roles, placement and smoke tests.

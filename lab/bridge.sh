@@ -53,10 +53,8 @@ case ${1:-} in
     check_free
     ;;
   up)
-    if ! bridge_exists "$LAB_BRIDGE"; then
-      check_free
-      ip link add name "$LAB_BRIDGE" type bridge
-    fi
+    check_free
+    bridge_exists "$LAB_BRIDGE" || ip link add name "$LAB_BRIDGE" type bridge
     addrs=$(ip -4 -o addr show dev "$LAB_BRIDGE")
     [[ $addrs == *" $LAB_HOST_ADDRESS/$LAB_PREFIX_LEN "* ]] \
       || ip addr add "$LAB_HOST_ADDRESS/$LAB_PREFIX_LEN" dev "$LAB_BRIDGE"

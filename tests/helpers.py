@@ -4,8 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
+import subprocess
 from collections.abc import Callable
 from typing import Any
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    """Send ``sig`` to a process still running and wait for it; SIGKILL it when ``timeout`` passes
+    first. Returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 async def eventually(check: Callable[[], Any], what: str = "condition", *, timeout: float = 15.0,

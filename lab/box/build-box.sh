@@ -67,7 +67,15 @@ packages=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$LAB_DIR/box/packages.txt" | 
 
 # Mounts made while building (debootstrap's /proc and /sys, our bind of the package cache) live in
 # a private mount namespace: they vanish with it, even when the build is killed halfway.
-echo "debootstrap bookworm from $mirror"
+phase_start=
+phase() {  # where the build's time goes, printed as it goes
+  local now
+  now=$(date +%s)
+  [ -z "$phase_start" ] || echo "  ($((now - phase_start)) s)"
+  phase_start=$now
+  echo "$1"
+}
+phase "debootstrap bookworm from $mirror"
 unshare --mount --propagation private -- \
   debootstrap --variant=minbase --cache-dir=/var/cache/minikube-py/debs bookworm "$rootfs" "$mirror" \
   >"$work/debootstrap.log" 2>&1 || { tail -n 20 "$work/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
@@ -77,7 +85,7 @@ printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
 chmod 755 "$rootfs/usr/sbin/policy-rc.d"
 cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
 
-echo "installing $(echo $packages | wc -w) packages"
+phase "installing $(echo $packages | wc -w) packages"
 unshare --mount --propagation private -- env ROOTFS="$rootfs" PACKAGES="$packages" bash -euo pipefail -c '
   mount -t proc proc "$ROOTFS/proc"
   mount --bind /var/cache/minikube-py/debs "$ROOTFS/var/cache/apt/archives"
@@ -95,7 +103,7 @@ unshare --mount --propagation private -- env ROOTFS="$rootfs" PACKAGES="$package
 ' >"$work/install.log" 2>&1 || { tail -n 20 "$work/install.log" >&2; die "installing the box packages failed (log above)"; }
 grep '(not in the archive' "$work/install.log" || true
 
-echo "configuring"
+phase "configuring"
 in_root() { chroot "$rootfs" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 
 in_root useradd --create-home --shell /bin/bash --user-group vagrant
@@ -172,7 +180,7 @@ rm -f "$rootfs/usr/sbin/policy-rc.d"
 echo '# The lab machines have no route out: names come from /etc/hosts.' >"$rootfs/etc/resolv.conf"
 rm -rf "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/log/*.log "$rootfs"/var/log/apt/* "$rootfs"/tmp/*
 
-echo "packing"
+phase "packing"
 mkdir "$work/box"
 printf '{"provider":"lxc","version":"1.0.0","template-opts":{}}\n' >"$work/box/metadata.json"
 cat >"$work/box/lxc-config" <<'EOF'
@@ -190,5 +198,6 @@ cat >"$BOX_METADATA.tmp" <<EOF
    "checksum_type": "sha256", "checksum": "$checksum"}]}]}
 EOF
 mv "$BOX_METADATA.tmp" "$BOX_METADATA"
+phase "adding to Vagrant"
 add_box
 echo "Built $BOX_FILE ($(du -m "$BOX_FILE" | cut -f1) MiB) in $(($(date +%s) - start)) s"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -88,14 +89,7 @@ def v3_hash(gv_path: str) -> str:
 
 def v2_json() -> dict:
     """``GET /openapi/v2`` as JSON: a Swagger 2.0 document of every served kind (shared; do not modify)."""
-    doc = _cache.get("v2")
-    if doc is None:
-        with _lock:
-            doc = _cache.get("v2")
-            if doc is None:
-                doc = _build_v2()
-                _cache["v2"] = doc
-    return doc
+    return _cached("v2", _build_v2)
 
 
 def v2_protobuf() -> bytes:
@@ -104,14 +98,7 @@ def v2_protobuf() -> bytes:
     Serve it with Content-Type :data:`V2_PROTOBUF_CONTENT_TYPE` (never the ``@`` form kubectl
     writes in Accept: Go's MIME parser rejects it).
     """
-    data = _cache.get("v2pb")
-    if data is None:
-        with _lock:
-            data = _cache.get("v2pb")
-            if data is None:
-                data = _pb_document(v2_json())
-                _cache["v2pb"] = data
-    return data
+    return _cached("v2pb", lambda: _pb_document(v2_json()))
 
 
 def warm_up() -> None:
@@ -138,14 +125,24 @@ def _v3_entry(path: str) -> tuple[dict, bytes, str] | None:
         gv = _split(path)
         if gv is None or not in_group_version(*gv):
             return None
-        with _lock:
-            entry = _cache.get(key)
-            if entry is None:
-                doc = _build_v3(*gv)
-                data = orjson.dumps(doc)
-                entry = (doc, data, hashlib.sha512(data).hexdigest().upper())
-                _cache[key] = entry
+        entry = _cached(key, lambda: _v3_entry_of(_build_v3(*gv)))
     return entry
+
+
+def _v3_entry_of(doc: dict) -> tuple[dict, bytes, str]:
+    data = orjson.dumps(doc)
+    return doc, data, hashlib.sha512(data).hexdigest().upper()
+
+
+def _cached(key: str, build: Callable[[], Any]) -> Any:
+    """``build()`` once: callers racing for a missing entry wait for the one build under the lock."""
+    value = _cache.get(key)
+    if value is None:
+        with _lock:
+            value = _cache.get(key)
+            if value is None:
+                value = _cache[key] = build()
+    return value
 
 
 def _build_v3(group: str, version: str) -> dict:

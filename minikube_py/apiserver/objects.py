@@ -20,10 +20,6 @@ def now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_rfc3339(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def encode(obj: dict[str, Any]) -> bytes:
     """The stored form: without resourceVersion (a shallow copy of metadata, never the caller's)."""
     meta = obj.get("metadata")

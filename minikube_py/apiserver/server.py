@@ -20,7 +20,6 @@ from aiohttp import web
 
 from minikube_py import __version__
 from minikube_py.api import errors
-from minikube_py.api.resources import ResourceInfo, lookup
 from minikube_py.store import Store, StoreError, StoreUnavailableError
 
 from . import discovery, handlers
@@ -327,13 +326,6 @@ def json_response(obj: Any, status: int = 200, warnings: list[str] | None = None
 
 def raw_json(body: bytes) -> web.Response:
     return web.Response(body=body, content_type="application/json")
-
-
-def resource_for(group: str, version: str, plural: str) -> ResourceInfo:
-    info = lookup(group, version, plural)
-    if info is None:
-        raise errors.not_found_path()
-    return info
 
 
 def watch_timeout(query: dict[str, str]) -> float:

@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _durations(args: argparse.Namespace) -> dict[str, float]:
-    from minikube_py.controllers.manager import parse_duration
+    from minikube_py.cli.durations import parse_duration
 
     out = {}
     for flag in ("leader_elect_lease_duration", "leader_elect_renew_deadline", "leader_elect_retry_period",

@@ -9,7 +9,7 @@ import logging
 import signal
 from pathlib import Path
 
-from minikube_py.cli.durations import duration_arg, parse_duration  # noqa: F401 - parse_duration re-exported
+from minikube_py.cli.durations import duration_arg
 from minikube_py.cli.main import UserError
 
 

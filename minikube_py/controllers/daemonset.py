@@ -174,31 +174,8 @@ class DaemonSetController(Controller):
             self.queue.add_after(key, min(waits) + 0.05)
 
     async def _claim_pods(self, ds: dict[str, Any], selector: Any) -> list[dict[str, Any]]:
-        uid = ds["metadata"]["uid"]
-        owned: list[dict[str, Any]] = []
-        orphans: list[dict[str, Any]] = []
-        for pod in self.pods.list(ds["metadata"]["namespace"]):
-            ref = controller_ref(pod)
-            matches = selector.matches(podutil.labels_of(pod))
-            if ref is not None:
-                if ref.get("uid") != uid:
-                    continue
-                if matches:
-                    owned.append(pod)
-                elif not podutil.is_terminating(ds):
-                    await podutil.release(self.client, "pods", pod, uid)
-            elif matches and not podutil.is_terminating(pod) and not podutil.is_terminating(ds):
-                orphans.append(pod)
-        if orphans:
-            m = ds["metadata"]
-            fresh = await self.client.get_or_none(DS, m["name"], m["namespace"])
-            if (fresh is not None and fresh["metadata"].get("uid") == uid
-                    and not podutil.is_terminating(fresh)):
-                for pod in orphans:
-                    adopted = await podutil.adopt(self.client, "pods", pod, ds)
-                    if adopted is not None:
-                        owned.append(adopted)
-        return owned
+        return await podutil.claim(self.client, ds, DS, self.pods.list(ds["metadata"]["namespace"]), "pods",
+                                   selector)
 
     def _rolling_update_victims(self, ds: dict[str, Any], by_node: dict[str, list[dict[str, Any]]],
                                 placement: dict[str, tuple[bool, bool]], current_hash: str,

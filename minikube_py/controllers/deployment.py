@@ -157,30 +157,8 @@ class DeploymentController(Controller):
             await self._rollout_rolling(r)
 
     async def _claim_sets(self, d: dict[str, Any], selector: Any) -> list[dict[str, Any]]:
-        uid = d["metadata"]["uid"]
-        owned: list[dict[str, Any]] = []
-        orphans: list[dict[str, Any]] = []
-        for rs in self.sets.list(d["metadata"]["namespace"]):
-            ref = controller_ref(rs)
-            matches = selector.matches(podutil.labels_of(rs))
-            if ref is not None:
-                if ref.get("uid") != uid:
-                    continue
-                if matches:
-                    owned.append(rs)
-                elif not podutil.is_terminating(d):
-                    await podutil.release(self.client, RS, rs, uid)
-            elif matches and not podutil.is_terminating(rs) and not podutil.is_terminating(d):
-                orphans.append(rs)
-        if orphans:
-            fresh = await self.client.get_or_none(DEPLOY, d["metadata"]["name"], d["metadata"]["namespace"])
-            if (fresh is not None and fresh["metadata"].get("uid") == uid
-                    and not podutil.is_terminating(fresh)):
-                for rs in orphans:
-                    adopted = await podutil.adopt(self.client, RS, rs, d)
-                    if adopted is not None:
-                        owned.append(adopted)
-        return owned
+        return await podutil.claim(self.client, d, DEPLOY, self.sets.list(d["metadata"]["namespace"]), RS,
+                                   selector)
 
     def _is_scaling_event(self, r: _Rollout) -> bool:
         for rs in r.sets:

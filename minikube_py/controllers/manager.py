@@ -20,7 +20,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from minikube_py.cli.durations import parse_duration  # noqa: F401 - re-exported for callers
 from minikube_py.client.component import ComponentServer
 from minikube_py.client.leaderelection import LeaderElector
 from minikube_py.client.rest import APIClient

@@ -327,6 +327,38 @@ def owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
     return ref is not None and ref.get("uid") == (owner.get("metadata") or {}).get("uid")
 
 
+async def claim(client: APIClient, owner: dict[str, Any], owner_res: str, candidates: Iterable[dict[str, Any]],
+                res: str, selector: LabelSelector) -> list[dict[str, Any]]:
+    """ClaimObjects: the ``candidates`` (of resource ``res``) that ``owner`` controls, after releasing
+    owned ones its selector no longer matches and adopting matching orphans. Neither happens while the
+    owner is being deleted, and adoption waits for a fresh read (RecheckDeletionTimestamp): the cache
+    may be stale, and an owner deleted or replaced under the same name must not adopt."""
+    uid = owner["metadata"]["uid"]
+    owned: list[dict[str, Any]] = []
+    orphans: list[dict[str, Any]] = []
+    for obj in candidates:
+        ref = controller_ref(obj)
+        matches = selector.matches(labels_of(obj))
+        if ref is not None:
+            if ref.get("uid") != uid:
+                continue
+            if matches:
+                owned.append(obj)
+            elif not is_terminating(owner):
+                await release(client, res, obj, uid)
+        elif matches and not is_terminating(obj) and not is_terminating(owner):
+            orphans.append(obj)
+    if orphans:
+        m = owner["metadata"]
+        fresh = await client.get_or_none(owner_res, m["name"], m["namespace"])
+        if fresh is not None and fresh["metadata"].get("uid") == uid and not is_terminating(fresh):
+            for obj in orphans:
+                adopted = await adopt(client, res, obj, owner)
+                if adopted is not None:
+                    owned.append(adopted)
+    return owned
+
+
 async def adopt(client: APIClient, res: str, obj: Mapping[str, Any], owner: dict[str, Any]
                 ) -> dict[str, Any] | None:
     """Make ``owner`` the controller of ``obj`` (ClaimObject's adopt). None when the object changed or

@@ -116,35 +116,7 @@ class ReplicaSetController(Controller):
     async def _claim_pods(self, rs: dict[str, Any], selector: Any, namespace: str) -> list[dict[str, Any]]:
         """ClaimPods: the pods this ReplicaSet controls after adopting matching orphans and releasing
         owned pods that stopped matching."""
-        uid = rs["metadata"]["uid"]
-        owned: list[dict[str, Any]] = []
-        orphans: list[dict[str, Any]] = []
-        for pod in self.pods.list(namespace):
-            ref = controller_ref(pod)
-            matches = selector.matches(podutil.labels_of(pod))
-            if ref is not None:
-                if ref.get("uid") != uid:
-                    continue
-                if matches:
-                    owned.append(pod)
-                elif not podutil.is_terminating(rs):
-                    await podutil.release(self.client, "pods", pod, uid)
-            elif matches and not podutil.is_terminating(pod) and not podutil.is_terminating(rs):
-                orphans.append(pod)
-        if orphans and await self._can_adopt(rs):
-            for pod in orphans:
-                adopted = await podutil.adopt(self.client, "pods", pod, rs)
-                if adopted is not None:
-                    owned.append(adopted)
-        return owned
-
-    async def _can_adopt(self, rs: dict[str, Any]) -> bool:
-        """RecheckDeletionTimestamp: the cache may be stale; never adopt for a ReplicaSet that is
-        being deleted or was replaced by another with the same name."""
-        m = rs["metadata"]
-        fresh = await self.client.get_or_none(RS, m["name"], m["namespace"])
-        return (fresh is not None and fresh["metadata"].get("uid") == m["uid"]
-                and not podutil.is_terminating(fresh))
+        return await podutil.claim(self.client, rs, RS, self.pods.list(namespace), "pods", selector)
 
     async def _manage(self, rs: dict[str, Any], key: str, active: list[dict[str, Any]]) -> None:
         want = int(rs.get("spec", {}).get("replicas", 1) or 0)

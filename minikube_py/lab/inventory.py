@@ -207,7 +207,9 @@ def write_lab_files(root: Path, ssh_config_text: str | None = None) -> LabFiles:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minikube_py.lab.inventory", description=__doc__)
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the checkout (holds the Vagrantfile)")
-    parser.add_argument("--from", dest="source", type=Path, help="read this ssh config instead of asking vagrant")
+    parser.add_argument(
+        "--from", dest="source", type=Path, help="read this ssh config instead of asking vagrant"
+    )
     args = parser.parse_args(argv)
     try:
         text = args.source.read_text() if args.source else None

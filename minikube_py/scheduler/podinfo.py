@@ -27,7 +27,6 @@ DEFAULT_MILLI_CPU = 100
 DEFAULT_MEMORY = 200 * 1024 * 1024
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
-HOSTNAME_KEY = "kubernetes.io/hostname"
 
 
 class InvalidPod(ValueError):

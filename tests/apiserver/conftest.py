@@ -13,10 +13,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
+
+from minikube_py.client.rest import APIClient
+from tests.helpers import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,6 +54,10 @@ class LocalAPIServer:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
+    def api_client(self, **kw: Any) -> APIClient:
+        """The project's client, authenticated as the admin; close it when done."""
+        return APIClient(self.url, ssl_context=self.ssl_context(), headers=self.headers(), **kw)
+
     def http_client(self, timeout: float = 30.0) -> httpx.Client:
         """A raw HTTP client authenticated as the admin; use it as a context manager."""
         return httpx.Client(base_url=self.url, verify=self.ssl_context(), headers=self.headers(),
@@ -81,13 +89,7 @@ def start_apiserver(data_dir: Path, *extra: str, timeout: float = 30.0) -> Local
 
 
 def stop_apiserver(server: LocalAPIServer) -> None:
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
+    stop_process(server.proc)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers import stop_process
+
 from .conftest import KUBECTLS, Kubectl, LocalAPIServer, kubectl_param
 
 VERSIONS = ["1.27", "1.33", "pypi"]
@@ -414,13 +416,7 @@ class Background:
                 return line
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=5)
         # The reader ends at EOF once the process is gone; closing its pipe under it would raise there.
         self._reader.join(5)
         for f in (self.proc.stdout, self.proc.stderr):

@@ -23,13 +23,9 @@ def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAPIServ
 eventually = functools.partial(helpers.eventually, interval=0.02)
 
 
-def client_for(server: LocalAPIServer, **kw: object) -> APIClient:
-    return APIClient(server.url, ssl_context=server.ssl_context(), headers=server.headers(), **kw)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 async def client(apiserver: LocalAPIServer) -> AsyncIterator[APIClient]:
-    c = client_for(apiserver)
+    c = apiserver.api_client()
     try:
         yield c
     finally:

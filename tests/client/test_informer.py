@@ -19,7 +19,7 @@ from minikube_py.client.rest import APIClient
 from minikube_py.store import open_store
 from tests.apiserver.conftest import start_apiserver, stop_apiserver
 
-from .conftest import client_for, configmap, eventually
+from .conftest import configmap, eventually
 
 
 class Recorder:
@@ -201,7 +201,7 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_relist_after_restart_and_compaction_emits_the_diff(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     server = start_apiserver(data_dir)
-    c = client_for(server)
+    c = server.api_client()
     inf: Informer | None = None
     try:
         ns = "restart"
@@ -246,7 +246,7 @@ async def test_relist_after_a_clean_restart(tmp_path: Path) -> None:
     objects made in between (here by the restarted server before the informer reconnects)."""
     data_dir = tmp_path / "data"
     server = start_apiserver(data_dir)
-    c = client_for(server)
+    c = server.api_client()
     inf: Informer | None = None
     try:
         await c.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "clean"}})

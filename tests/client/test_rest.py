@@ -160,9 +160,7 @@ async def test_from_kubeconfig(apiserver: LocalAPIServer) -> None:
 
 
 async def test_rate_limit_spaces_requests(apiserver: LocalAPIServer) -> None:
-    from .conftest import client_for
-
-    async with client_for(apiserver, qps=20, burst=1) as c:
+    async with apiserver.api_client(qps=20, burst=1) as c:
         start = time.monotonic()
         for _ in range(5):
             await c.get("namespaces", "default")

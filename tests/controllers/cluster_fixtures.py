@@ -252,13 +252,7 @@ def start_cm_process(kubeconfig: Path, log_path: Path, *args: str, timeout: floa
 
 
 def stop_cm_process(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    helpers.stop_process(proc, sig, timeout)
     if proc.stdout is not None:
         proc.stdout.close()
     return proc.returncode

@@ -16,10 +16,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from minikube_py.cli.durations import parse_duration
 from minikube_py.cli.main import main as cli_main
 from minikube_py.client.rest import APIClient, ApiStatusError
 from minikube_py.controllers.endpoints import resolve_target_port
-from minikube_py.controllers.manager import parse_controllers, parse_duration
+from minikube_py.controllers.manager import parse_controllers
 from minikube_py.controllers.nodeipam import CIDRSet
 from minikube_py.controllers.nodelifecycle import (
     TAINT_NOT_READY,

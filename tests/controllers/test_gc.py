@@ -72,7 +72,7 @@ async def test_foreground_deletion_deletes_dependents_first(cluster: Cluster) ->
         deleting = await c.client.delete(DEPLOY, "fg", c.ns, propagation_policy="Foreground")
         assert deleting is not None and "foregroundDeletion" in deleting["metadata"]["finalizers"]
         await eventually(lambda: _absent(c, DEPLOY, "fg"), what="Deployment deleted after its dependents")
-        await eventually(lambda: asyncio.sleep(0, len(order) >= 5), what="every deletion observed")
+        await eventually(lambda: len(order) >= 5, what="every deletion observed")
     finally:
         for w in watchers:
             await w.stop()

@@ -225,15 +225,14 @@ async def test_rolling_update_keeps_availability_then_undo_restores_old_set(clus
     await eventually(lambda: c.rollout_done("web"), what="first rollout")
     [first] = await _sets(c, "web")
     async with AvailabilityMonitor(c, "web") as monitor:
-        await eventually(lambda: asyncio.sleep(0, monitor.available() == 10), what="monitor sees 10")
+        await eventually(lambda: monitor.available() == 10, what="monitor sees 10")
         monitor.recording = True
         assert c.kubelet is not None
         c.kubelet.ready_delay = 0.3  # new pods take a while: the controller must wait for them
         await c.client.patch(DEPLOY, "web", {"spec": {"template": {"spec": {"containers": [
             {"name": "main", "image": "demo/web:2"}]}}}}, c.ns, patch_type="strategic")
         d = await eventually(lambda: c.rollout_done("web"), what="rolling update")
-        await eventually(lambda: asyncio.sleep(0, monitor.available() == 10 and len(monitor.informer) == 10),
-                         what="old pods gone")
+        await eventually(lambda: monitor.available() == 10 and len(monitor.informer) == 10, what="old pods gone")
     # 25% of 10: maxUnavailable rounds down to 2, maxSurge up to 3.
     print(f"rolling update: min available {monitor.min_available}, max pods {monitor.max_total}")
     assert monitor.min_available is not None and monitor.min_available >= 8, monitor.min_available

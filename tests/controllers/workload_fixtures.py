@@ -174,7 +174,7 @@ def workload_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loc
 async def cluster_fixture(workload_apiserver: LocalAPIServer) -> AsyncIterator[Cluster]:
     """A fresh namespace with every workload controller and the stand-in kubelet running."""
     server = workload_apiserver
-    client = APIClient(server.url, ssl_context=server.ssl_context(), headers=server.headers())
+    client = server.api_client()
     ns = f"wl-{uuid.uuid4().hex[:8]}"
     informers = SharedInformers(client)
     ctx = ControllerContext(client, informers, EventRecorder(client, "kube-controller-manager"))

@@ -105,13 +105,7 @@ def start_up(data_dir: Path, *extra: str, fake_nodes: int = 3, timeout: float = 
 
 def stop_up(cluster: UpCluster, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
     """Stop ``up`` the way a user does; kill it (and whatever children it left) if it hangs."""
-    if cluster.proc.poll() is None:
-        cluster.proc.send_signal(sig)
-        try:
-            cluster.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            cluster.proc.kill()
-            cluster.proc.wait()
+    helpers.stop_process(cluster.proc, sig, timeout)
     for pid in cluster.pids().values() if cluster.state else ():
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from minikube_py.cli.fake_nodes_cmd import parse_duration
+from minikube_py.cli.durations import parse_duration
 from minikube_py.client import APIClient
 from minikube_py.kubelet.fake_nodes import (
     STOP_HEARTBEAT_ANNOTATION,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from minikube_py.client import APIClient
-from tests.apiserver.conftest import LocalAPIServer, start_apiserver, stop_apiserver
+from tests.apiserver.conftest import LocalAPIServer, running_apiserver
 from tests.integration.conftest import REPO, condition, eventually, pid_alive
 
 LEASE_DURATION = 3.0
@@ -57,16 +57,15 @@ class Processes:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Processes]:
-    server = start_apiserver(tmp_path / "data")
     logs = tmp_path / "logs"
     logs.mkdir()
-    procs = Processes(server, logs)
-    try:
-        procs.start("fake-nodes", "fake-nodes", "--count", "1", "--prefix", "le-node-", "--heartbeat", "1s")
-        yield procs
-    finally:
-        procs.stop_all()
-        stop_apiserver(server)
+    with running_apiserver(tmp_path / "data") as server:
+        procs = Processes(server, logs)
+        try:
+            procs.start("fake-nodes", "fake-nodes", "--count", "1", "--prefix", "le-node-", "--heartbeat", "1s")
+            yield procs
+        finally:
+            procs.stop_all()
 
 
 @pytest.fixture

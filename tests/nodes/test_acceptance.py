@@ -57,7 +57,7 @@ WORKLOAD = [
     pod("web-2", "node2", image="demo/web", labels={"app": "web"}, env=DOWNWARD_ENV),
     service("web", {"app": "web"}, node_port=True),
     pod("crash", "node1", command=["sh", "-c", "echo crashing; exit 3"]),
-    pod("liveness", "node2", command=["sh", "-c", "touch /tmp/healthy; sleep 4; rm /tmp/healthy; sleep 3600"],
+    pod("liveness", "node2", command=["sh", "-c", "touch /tmp/healthy; sleep 4; rm /tmp/healthy; sleep 3600"], grace=1,
         livenessProbe={"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 2}),
     pod("ready", "node1", image="demo/web", labels={"app": "ready"}, env=DOWNWARD_ENV,
         readinessProbe={"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1, "failureThreshold": 1}),

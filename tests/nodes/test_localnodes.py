@@ -119,3 +119,36 @@ def test_cleanup_removes_a_crashed_runs_network_only(tmp_path: Path) -> None:
         cleanup(tmp_path / "mine")
         for name in (decoy, other.node(1).netns):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_a_dying_node_component_stops_the_cluster_and_cleans_up(tmp_path: Path) -> None:
+    """The kubelet killed from outside: ``up`` names it, stops everything and leaves no namespace behind."""
+    why = missing_requirements()
+    if why:
+        pytest.skip(why)
+    import json
+    import signal
+    import sys
+
+    from tests.nodes.conftest import REPO, _wait_started, stop_cluster
+
+    data_dir = tmp_path / "d"
+    output = tmp_path / "up.out"
+    with output.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "minikube_py", "up", "--local", "--data-dir", str(data_dir),
+                                 "--port", "0", "--nodes", "1"],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        _wait_started(proc, output, 180)
+        state = json.loads((data_dir / "cluster.json").read_text())
+        assert leftovers(data_dir) != []  # the node is there while it runs
+        os.kill(state["children"]["node1-kubelet"]["pid"], signal.SIGKILL)
+        rc = proc.wait(90)
+        text = output.read_text()
+        assert rc == 1, text
+        assert "node1-kubelet" in text and "exited unexpectedly" in text
+        assert leftovers(data_dir) == []
+        assert not (data_dir / "cluster.json").exists()
+    finally:
+        stop_cluster(proc)
+        cleanup(data_dir)

@@ -77,9 +77,7 @@ class Cluster:
 async def cluster(sched_apiserver: LocalAPIServer) -> AsyncIterator[Cluster]:
     """A scheduler (in this process, fast back-off) and a fresh namespace; the test's pods and every node
     are deleted afterwards so that the next test starts from an empty cluster."""
-    client = APIClient(
-        sched_apiserver.url, ssl_context=sched_apiserver.ssl_context(), headers=sched_apiserver.headers()
-    )
+    client = sched_apiserver.api_client()
     namespace = f"sched-{next(_names)}"
     await client.create(
         "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}

@@ -172,6 +172,11 @@ async def _watch(srv: APIServer, request: web.Request, info: ResourceInfo, names
             if table:
                 obj = to_table(info, [obj], last_rv, include, with_columns=not columns_sent)
                 columns_sent = True
+            elif ev.line is None:
+                ev.line = dumps({"type": ev.type, "object": obj}) + b"\n"
+            if not table:
+                await resp.write(ev.line)  # type: ignore[arg-type]
+                return
         elif ev.type == "BOOKMARK":
             last_rv = obj["metadata"]["resourceVersion"]
         await resp.write(dumps({"type": ev.type, "object": obj}) + b"\n")

@@ -15,6 +15,7 @@ from minikube_py.api.resources import ResourceInfo, lookup
 from minikube_py.store import (
     CompactedError,
     ConflictError,
+    Event,
     EventType,
     FutureRevisionError,
     KeyExistsError,
@@ -46,6 +47,12 @@ class ListResult:
 class WatchEvent:
     type: str  # ADDED MODIFIED DELETED BOOKMARK ERROR
     object: dict[str, Any]
+    # The encoded JSON line, set by the first watcher that sends a shared event.
+    line: bytes | None = None
+
+
+# Recent store events kept decoded for watchers that are a little behind the others.
+_SHARED_EVENTS = 1024
 
 
 @dataclass
@@ -98,6 +105,7 @@ class Registry:
     # create then costs no store read (kube-apiserver serves it from an informer the same way).
     _namespaces: dict[str, bool] = field(init=False, default_factory=dict)
     _ns_task: asyncio.Task[None] | None = field(init=False, default=None)
+    _recent_events: dict[tuple[str, int], WatchEvent] = field(init=False, default_factory=dict)
 
     async def start(self) -> None:
         ready = asyncio.get_running_loop().create_future()
@@ -409,6 +417,27 @@ class Registry:
 
     # ---- watch -----------------------------------------------------------------------------------
 
+    def _shared_event(self, ev: Event) -> WatchEvent:
+        """One WatchEvent per store event, shared by every watcher that sees it: with 100 watchers a
+        change is decoded (and, by the first watcher that sends it, encoded) once, not 100 times.
+        Watchers only read it."""
+        cache_key = (ev.kv.key, ev.kv.mod_revision)
+        event = self._recent_events.get(cache_key)
+        if event is not None:
+            return event
+        if ev.type is EventType.DELETE:
+            assert ev.prev_kv is not None
+            obj = objects.loads(ev.prev_kv.value)
+            meta(obj)["resourceVersion"] = str(ev.kv.mod_revision)
+            event = WatchEvent("DELETED", obj)
+        else:
+            kind = "ADDED" if ev.kv.create_revision == ev.kv.mod_revision else "MODIFIED"
+            event = WatchEvent(kind, decode(ev.kv))
+        self._recent_events[cache_key] = event
+        if len(self._recent_events) > _SHARED_EVENTS:
+            del self._recent_events[next(iter(self._recent_events))]
+        return event
+
     async def check_watch_start(self, resource_version: int) -> None:
         current = await self.store.current_revision()
         if resource_version > current:
@@ -451,17 +480,10 @@ class Registry:
             return
         try:
             async for ev in watch:
-                if ev.type is EventType.DELETE:
-                    assert ev.prev_kv is not None
-                    obj = objects.loads(ev.prev_kv.value)
-                    meta(obj)["resourceVersion"] = str(ev.kv.mod_revision)
-                    kind = "DELETED"
-                else:
-                    obj = decode(ev.kv)
-                    kind = "ADDED" if ev.kv.create_revision == ev.kv.mod_revision else "MODIFIED"
-                if matches is not None and not matches(obj):
+                event = self._shared_event(ev)
+                if matches is not None and not matches(event.object):
                     continue
-                yield WatchEvent(kind, obj)
+                yield event
         except CompactedError:
             yield WatchEvent("ERROR", errors.gone(
                 f"too old resource version: {start} ({await self.store.compacted_revision()})").status())

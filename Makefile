@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := etcd-server etcd-client runc containernetworking-plugins docker-registry busybox-static iptables iproute2
+APT_PACKAGES := etcd-server etcd-client runc containernetworking-plugins docker-registry busybox-static iptables iproute2 util-linux procps
 PYTEST_ARGS ?=
 
 .PHONY: deps apt-deps test lint bench clean
@@ -82,3 +82,16 @@ wheelhouse: deps
 provision: wheelhouse $(BIN)/ansible-playbook
 	@test -f inventory/lab.ini || { echo "minikube-py lab: no inventory/lab.ini: run 'make lab-up' first" >&2; exit 1; }
 	$(BIN)/ansible-playbook playbooks/site.yml
+
+# The whole lab in one command (issue #6): host packages and the box (cached), the machines, one
+# provisioning run, the placement tests, then what runs where and how to reach it. Sub-makes keep the
+# phases in order even under `make -j` (provision does not depend on lab-up).
+.PHONY: lab lab-status
+lab: deps
+	@$(MAKE) --no-print-directory lab-up
+	@$(MAKE) --no-print-directory provision
+	$(BIN)/pytest -q -p no:cacheprovider tests/lab/test_placement.py $(PYTEST_ARGS)
+	@$(BIN)/minikube-py lab status
+
+lab-status:
+	@$(BIN)/minikube-py lab status

@@ -129,8 +129,7 @@ class LocalCluster:
             from minikube_py.localnodes import LocalNodes, NodesError
 
             try:
-                self.nodes = LocalNodes(self.data_dir, config.nodes, verbose=config.verbose,
-                                        start_timeout=max(config.start_timeout, 90.0))
+                self.nodes = LocalNodes(self.data_dir, config.nodes, start_timeout=max(config.start_timeout, 90.0))
             except NodesError as e:
                 raise ClusterError(str(e)) from None
 

@@ -410,12 +410,11 @@ def _probe_port(host: str, preferred: int) -> int:
 class LocalNodes:
     """The bridge, the registry and N nodes of one LocalCluster."""
 
-    def __init__(self, data_dir: Path, count: int, *, verbose: bool = False, start_timeout: float = 90.0) -> None:
+    def __init__(self, data_dir: Path, count: int, *, start_timeout: float = 90.0) -> None:
         if not 1 <= count <= MAX_NODES:
             raise NodesError(f"--nodes must be between 1 and {MAX_NODES}")
         self.plan = NetworkPlan.for_data_dir(data_dir)
         self.count = count
-        self.verbose = verbose
         self.start_timeout = start_timeout
         self.registry_port = 0
         self._children: list[Child] = []

@@ -80,6 +80,14 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     # discovery.k8s.io/v1
     ResourceInfo("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", True,
                  model="V1EndpointSlice"),
+    # rbac.authorization.k8s.io/v1
+    ResourceInfo("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", False,
+                 model="V1ClusterRole"),
+    ResourceInfo("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings",
+                 "clusterrolebinding", False, model="V1ClusterRoleBinding"),
+    ResourceInfo("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", True, model="V1Role"),
+    ResourceInfo("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", True,
+                 model="V1RoleBinding"),
 )
 
 _BY_PATH: dict[tuple[str, str, str], ResourceInfo] = {

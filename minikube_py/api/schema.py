@@ -67,6 +67,9 @@ _GROUP_TYPES: dict[str, frozenset[str]] = {
     "policy": frozenset({"Eviction"}),
     "authentication": frozenset({"TokenRequest", "TokenRequestSpec", "TokenRequestStatus",
                                  "BoundObjectReference"}),
+    "rbac": frozenset({"Role", "RoleList", "ClusterRole", "ClusterRoleList", "RoleBinding", "RoleBindingList",
+                       "ClusterRoleBinding", "ClusterRoleBindingList", "PolicyRule", "RoleRef",
+                       "AggregationRule"}),
 }
 
 # Types served next to the kinds: subresource bodies and the generic API objects.

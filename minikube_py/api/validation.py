@@ -237,6 +237,8 @@ def _name_rule(info: ResourceInfo) -> Callable[[str], list[str]]:
         return is_dns1123_label
     if info.group == "" and info.kind == "Service":
         return is_dns1035_label
+    if info.group == "rbac.authorization.k8s.io":
+        return lambda _name: []  # ValidateRBACName: any path segment, so "system:node" is fine
     return is_dns1123_subdomain
 
 

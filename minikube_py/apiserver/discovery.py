@@ -44,6 +44,8 @@ EXTRA_GROUPS: dict[str, list[dict[str, Any]]] = {
     "authentication.k8s.io": [
         {"name": "selfsubjectreviews", "singularName": "selfsubjectreview", "namespaced": False,
          "kind": "SelfSubjectReview", "verbs": ["create"]},
+        {"name": "tokenreviews", "singularName": "tokenreview", "namespaced": False,
+         "kind": "TokenReview", "verbs": ["create"]},
     ],
 }
 

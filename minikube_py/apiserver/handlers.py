@@ -442,6 +442,10 @@ async def _subresource(srv: APIServer, request: web.Request, ri: RequestInfo, in
         await _body(request)
         await reg.delete(info, namespace, name, DeleteOptions())
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
+    elif sub == "token" and method == "POST":
+        from .serviceaccounts import handle_token_request
+
+        return await handle_token_request(srv, request, info, namespace, name)
     elif (sub == "log" and method == "GET") or (sub == "exec" and method in ("GET", "POST")):
         from .kubelet_proxy import proxy_to_kubelet
 
@@ -579,6 +583,10 @@ async def handle_review(srv: APIServer, request: web.Request, ri: RequestInfo) -
                "status": {"userInfo": {"username": user.name, "uid": user.uid, "groups": list(user.groups)}}}
         out.setdefault("metadata", {})["creationTimestamp"] = objects.now_rfc3339()
         return _json(out, 201)
+    if resource == "tokenreviews":
+        from .serviceaccounts import review_token
+
+        return _json(review_token(srv, body), 201)
     if resource not in ("selfsubjectaccessreviews", "subjectaccessreviews"):
         raise errors.not_found_path()
     spec = body.get("spec") or {}
@@ -595,7 +603,10 @@ async def handle_review(srv: APIServer, request: web.Request, ri: RequestInfo) -
     else:
         nr = spec.get("nonResourceAttributes") or {}
         target = RI(path=nr.get("path", ""), verb=nr.get("verb", ""))
-    allowed, reason = srv.authorizer.authorize(subject, target)
+    from .rbac import decide
+
+    selector = ((attrs or {}).get("fieldSelector") or {}).get("rawSelector", "") if attrs else ""
+    allowed, reason = await decide(srv.authorizer, subject, target, selector)
     out = {**body, "status": {"allowed": allowed, **({"reason": reason} if reason else {})}}
     out.setdefault("metadata", {})
     return _json(out, 201)

@@ -343,8 +343,10 @@ class Registry:
             m["resourceVersion"] = old_rv
             strategy.prepare_for_update(info, new, old, subresource)
             strategy.default_and_validate(info, new, old)
-            if new == old:
-                return old, False  # a no-op write does not bump resourceVersion, as in Kubernetes
+            # A no-op write does not bump resourceVersion, as in Kubernetes; unless the stored value
+            # was encrypted with an old key ("stale"), when rewriting it is how keys rotate.
+            if new == old and not getattr(kv, "stale", False):
+                return old, False
             allocated = await strategy.allocate(self, info, new, old, dry_run=dry_run)
             if dry_run:
                 return new, False

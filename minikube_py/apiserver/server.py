@@ -25,6 +25,7 @@ from minikube_py.store import Store, StoreError, StoreUnavailableError
 from . import discovery, handlers
 from .metrics import Metrics
 from .objects import dumps
+from .rbac import decide
 from .registry import Registry
 from .requests import RequestInfo, accepts_json, parse_path
 
@@ -49,13 +50,16 @@ ANONYMOUS = User("system:anonymous", "", ("system:unauthenticated",))
 
 
 class Authorizer(Protocol):
-    def authorize(self, user: User, ri: RequestInfo) -> tuple[bool, str]: ...
+    """Returns (allowed, reason), or an awaitable of it; ``field_selector`` is the request's, which
+    the Node authorizer needs for lists and watches of pods."""
+
+    def authorize(self, user: User, ri: RequestInfo, field_selector: str = "") -> Any: ...
 
 
 class AllowAuthenticated:
-    """Until RBAC arrives: every authenticated user may do everything (the one hook stays)."""
+    """``--authorization-mode=AlwaysAllow``: every authenticated user may do everything."""
 
-    def authorize(self, user: User, ri: RequestInfo) -> tuple[bool, str]:
+    def authorize(self, user: User, ri: RequestInfo, field_selector: str = "") -> tuple[bool, str]:
         return True, ""
 
 
@@ -77,16 +81,36 @@ class Config:
     kubelet_client_cert: Path | None = None
     kubelet_client_key: Path | None = None
     kubelet_ca: Path | None = None
+    authorization_mode: str = "Node,RBAC"
+    service_account_key_files: tuple[Path, ...] = ()
+    service_account_signing_key: Path | None = None
+    service_account_issuer: str = "https://kubernetes.default.svc.cluster.local"
+    encryption_config: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class APIServer:
     def __init__(self, config: Config, store: Store, authorizer: Authorizer | None = None) -> None:
+        from .rbac import build_authorizer
+        from .serviceaccounts import ServiceAccountTokens
+
         self.config = config
+        if config.encryption_config is not None:
+            from .encryption import EncryptingStore, load_config
+
+            store = EncryptingStore(store, load_config(config.encryption_config))
         self.store = store
         self.registry = Registry(store, config.service_cidr, config.node_port_range)
         self.metrics = Metrics()
-        self.authorizer: Authorizer = authorizer or AllowAuthenticated()
+        self.authorizer: Authorizer = authorizer or build_authorizer(config.authorization_mode, self.registry)
+        self.sa_tokens: ServiceAccountTokens | None = None
+        if config.service_account_signing_key is not None or config.service_account_key_files:
+            from .serviceaccounts import load_public_keys, load_signing_key
+
+            signing = (load_signing_key(config.service_account_signing_key)
+                       if config.service_account_signing_key is not None else None)
+            public = [k for f in config.service_account_key_files for k in load_public_keys(f)]
+            self.sa_tokens = ServiceAccountTokens(config.service_account_issuer, signing, public)
         self.tokens: Any = None
         if config.token_file is not None:
             from .tokens import TokenFile
@@ -101,8 +125,11 @@ class APIServer:
 
     def authenticate(self, request: web.Request) -> User | None:
         header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer ") and self.tokens is not None:
-            info = self.tokens.authenticate(header[7:].strip())
+        if header.startswith("Bearer ") and (self.tokens is not None or self.sa_tokens is not None):
+            token = header[7:].strip()
+            info = self.tokens.authenticate(token) if self.tokens is not None else None
+            if info is None and self.sa_tokens is not None:
+                info = self.sa_tokens.authenticate(token)
             if info is not None:
                 return User(info.name, info.uid, (*info.groups, "system:authenticated"))
             return None
@@ -137,9 +164,10 @@ class APIServer:
                 user = self.authenticate(request)
                 if user is None:
                     raise errors.unauthorized()
-                allowed, reason = self.authorizer.authorize(user, ri)
+                allowed, reason = await decide(self.authorizer, user, ri, query.get("fieldSelector", ""))
                 if not allowed:
-                    raise errors.forbidden(reason or _forbidden_message(user, ri))
+                    message = _forbidden_message(user, ri)
+                    raise errors.forbidden(f"{message}: {reason}" if reason else message)
                 request["user"] = user
             request["ri"] = ri
             resp = await handler(request)

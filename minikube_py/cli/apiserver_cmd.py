@@ -45,6 +45,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kubelet-client-key", type=Path, metavar="FILE", help="its key")
     p.add_argument("--kubelet-certificate-authority", type=Path, metavar="FILE",
                    help="CA to verify the kubelets' serving certificates (default: not verified, as kube-apiserver)")
+    p.add_argument("--authorization-mode", default="Node,RBAC", metavar="MODES",
+                   help="authorizers asked in order: Node, RBAC, AlwaysAllow, AlwaysDeny (default Node,RBAC; "
+                        "members of system:masters may always do everything)")
+    p.add_argument("--service-account-key-file", type=Path, action="append", default=[], metavar="FILE",
+                   help="PEM public (or private) keys that verify ServiceAccount tokens (repeatable)")
+    p.add_argument("--service-account-signing-key-file", type=Path, metavar="FILE",
+                   help="PEM private key (RSA or EC P-256) that signs ServiceAccount tokens")
+    p.add_argument("--service-account-issuer", default="https://kubernetes.default.svc.cluster.local",
+                   metavar="URL", help="the iss claim of ServiceAccount tokens, and the accepted audience")
+    p.add_argument("--encryption-provider-config", type=Path, metavar="FILE",
+                   help="EncryptionConfiguration (apiserver.config.k8s.io/v1): encrypt these resources at rest")
     p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
     p.add_argument("--service-node-port-range", default="30000-32767")
     p.add_argument("--insecure-http", action="store_true",
@@ -89,7 +100,18 @@ def _build_config(args: argparse.Namespace) -> tuple[Config, str]:
                  token_file=args.token_auth_file, anonymous=args.anonymous, advertise_address=advertise,
                  service_cidr=args.service_cluster_ip_range, node_port_range=(lo, hi),
                  kubelet_client_cert=args.kubelet_client_certificate, kubelet_client_key=args.kubelet_client_key,
-                 kubelet_ca=args.kubelet_certificate_authority)
+                 kubelet_ca=args.kubelet_certificate_authority, authorization_mode=args.authorization_mode,
+                 service_account_key_files=tuple(args.service_account_key_file),
+                 service_account_signing_key=args.service_account_signing_key_file,
+                 service_account_issuer=args.service_account_issuer,
+                 encryption_config=args.encryption_provider_config)
+    from minikube_py.apiserver.rbac import AUTHORIZATION_MODES
+
+    modes = [m.strip() for m in cfg.authorization_mode.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in AUTHORIZATION_MODES]
+    if not modes or unknown or len(set(modes)) != len(modes):
+        raise UserError(f"--authorization-mode {cfg.authorization_mode!r}: give each of "
+                        f"{', '.join(AUTHORIZATION_MODES)} at most once, comma-separated")
     if (cfg.kubelet_client_cert is None) != (cfg.kubelet_client_key is None):
         raise UserError("--kubelet-client-certificate and --kubelet-client-key go together")
     kubeconfig = ""
@@ -123,6 +145,18 @@ def _prepare_local(cfg: Config, data_dir: Path, args: argparse.Namespace) -> str
         cfg.token_file = data_dir / "tokens.csv"
     cfg.extra["admin_token"] = ensure_token_file(cfg.token_file)
     cfg.extra["ca_pem"] = paths["ca.crt"].read_bytes()
+    # Security as in a real cluster: a ServiceAccount signing key and secrets encrypted at rest,
+    # both made on first start and kept.
+    from minikube_py.apiserver.encryption import ensure_config
+    from minikube_py.apiserver.serviceaccounts import ensure_signing_key
+
+    try:
+        if cfg.service_account_signing_key is None:
+            cfg.service_account_signing_key = ensure_signing_key(data_dir / "pki" / "sa.key")
+        if cfg.encryption_config is None:
+            cfg.encryption_config = ensure_config(data_dir / "encryption-config.yaml")
+    except OSError as e:
+        raise UserError(str(e)) from None
     return str(data_dir / "admin.kubeconfig")
 
 
@@ -142,7 +176,11 @@ async def serve(cfg: Config, kubeconfig: str = "") -> None:
         store = await open_store(cfg.store_url)
     except (StoreError, OSError, ValueError) as e:
         raise UserError(f"cannot open the store {cfg.store_url}: {e}") from None
-    server = APIServer(cfg, store)
+    try:
+        server = APIServer(cfg, store)
+    except ValueError as e:  # a key file or an EncryptionConfiguration that cannot be used
+        await store.close()
+        raise UserError(str(e)) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

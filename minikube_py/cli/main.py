@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "minikube_py.cli.image_cmd",
     "minikube_py.cli.kubelet_cmd",
     "minikube_py.cli.proxy_cmd",
+    "minikube_py.cli.lab_cmd",
 ]
 
 

@@ -1,0 +1,319 @@
+"""RBAC (rbac.authorization.k8s.io/v1): the authorizer and the bootstrap roles and bindings.
+
+Rules are read from the store on each decision (Roles and bindings are few; kube-apiserver reads them
+from an informer), so a binding applies from the moment its create returns. Members of
+``system:masters`` are allowed everything without a lookup, as kube-apiserver's privileged group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from minikube_py.api import errors
+from minikube_py.api.resources import ResourceInfo, lookup
+
+if TYPE_CHECKING:
+    from .registry import Registry
+    from .requests import RequestInfo
+    from .server import APIServer, User
+
+GROUP = "rbac.authorization.k8s.io"
+MASTERS = "system:masters"
+
+
+def _info(plural: str) -> ResourceInfo:
+    info = lookup(GROUP, "v1", plural)
+    assert info is not None, plural
+    return info
+
+
+def _matches(values: Any, wanted: str) -> bool:
+    return isinstance(values, list) and ("*" in values or wanted in values)
+
+
+def rule_allows(rule: dict[str, Any], ri: RequestInfo) -> bool:
+    """Whether one PolicyRule covers the request, with Kubernetes' matching (``*``, ``*/sub``,
+    resourceNames, nonResourceURLs with a trailing ``*``)."""
+    if not isinstance(rule, dict) or not _matches(rule.get("verbs"), ri.verb):
+        return False
+    if not ri.is_resource:
+        for url in rule.get("nonResourceURLs") or ():
+            if not isinstance(url, str):
+                continue
+            if url == "*" or url == ri.path or (url.endswith("*") and ri.path.startswith(url[:-1])):
+                return True
+        return False
+    if not _matches(rule.get("apiGroups"), ri.group):
+        return False
+    resources = rule.get("resources")
+    if not isinstance(resources, list):
+        return False
+    if ri.subresource:
+        full = f"{ri.resource}/{ri.subresource}"
+        if not ("*" in resources or full in resources or f"*/{ri.subresource}" in resources):
+            return False
+    elif not ("*" in resources or ri.resource in resources):
+        return False
+    names = rule.get("resourceNames")
+    if names:
+        return bool(ri.name) and ri.name in names
+    return True
+
+
+def subject_matches(subject: Any, user: User, binding_namespace: str | None) -> bool:
+    if not isinstance(subject, dict):
+        return False
+    kind, name = subject.get("kind"), subject.get("name")
+    if kind == "User":
+        return name == user.name
+    if kind == "Group":
+        return name in user.groups
+    if kind == "ServiceAccount":
+        ns = subject.get("namespace") or binding_namespace
+        return user.name == f"system:serviceaccount:{ns}:{name}"
+    return False
+
+
+class RBACAuthorizer:
+    """Allows a request when a ClusterRoleBinding, or a RoleBinding in the request's namespace, binds
+    the user (or one of its groups) to a role with a rule covering it. Never denies outright."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    async def _role_rules(self, ref: Any, namespace: str | None) -> list[dict[str, Any]]:
+        if not isinstance(ref, dict) or ref.get("apiGroup", GROUP) != GROUP:
+            return []
+        kind, name = ref.get("kind"), ref.get("name")
+        if not isinstance(name, str) or not name:
+            return []
+        try:
+            if kind == "ClusterRole":
+                role = await self.registry.get(_info("clusterroles"), None, name)
+            elif kind == "Role" and namespace:
+                role = await self.registry.get(_info("roles"), namespace, name)
+            else:
+                return []
+        except errors.ApiError:
+            return []  # a binding to a missing role grants nothing, as in Kubernetes
+        rules = role.get("rules")
+        return [r for r in rules if isinstance(r, dict)] if isinstance(rules, list) else []
+
+    async def _bindings(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        return (await self.registry.list(_info(plural), namespace)).items
+
+    async def authorize(self, user: User, ri: RequestInfo, field_selector: str = "") -> tuple[bool, str]:
+        if MASTERS in user.groups:
+            return True, ""
+        sources: list[tuple[str, dict[str, Any]]] = [
+            ("ClusterRoleBinding", b) for b in await self._bindings("clusterrolebindings", None)]
+        if ri.is_resource and ri.namespace:
+            sources += [("RoleBinding", b) for b in await self._bindings("rolebindings", ri.namespace)]
+        for kind, binding in sources:
+            ns = binding["metadata"].get("namespace") if kind == "RoleBinding" else None
+            subjects = binding.get("subjects") or []
+            match = next((s for s in subjects if subject_matches(s, user, ns)), None) \
+                if isinstance(subjects, list) else None
+            if match is None:
+                continue
+            ref = binding.get("roleRef")
+            if any(rule_allows(rule, ri) for rule in await self._role_rules(ref, ns)):
+                where = f' in namespace "{ns}"' if ns else ""
+                return True, (f'RBAC: allowed by {kind} "{binding["metadata"]["name"]}/{ns}"' if ns else
+                              f'RBAC: allowed by {kind} "{binding["metadata"]["name"]}"') + \
+                    f' of {ref.get("kind")} "{ref.get("name")}" to {match.get("kind")} "{match.get("name")}"' \
+                    + where
+        return False, ""
+
+
+class UnionAuthorizer:
+    """Authorizers asked in order (``--authorization-mode=Node,RBAC``); the first that allows wins."""
+
+    def __init__(self, authorizers: Sequence[Any]) -> None:
+        self.authorizers = tuple(authorizers)
+
+    async def authorize(self, user: User, ri: RequestInfo, field_selector: str = "") -> tuple[bool, str]:
+        reasons = []
+        for a in self.authorizers:
+            result: Any = a.authorize(user, ri, field_selector=field_selector)
+            if inspect.isawaitable(result):
+                result = await result
+            allowed, reason = result
+            if allowed:
+                return True, reason
+            if reason:
+                reasons.append(reason)
+        return False, ", ".join(reasons)
+
+
+async def decide(authorizer: Any, user: User, ri: RequestInfo, field_selector: str = "") -> tuple[bool, str]:
+    """Ask an authorizer whose answer may be plain or awaitable."""
+    result: Any = authorizer.authorize(user, ri, field_selector=field_selector)
+    if isinstance(result, Awaitable):
+        result = await result
+    return result
+
+
+AUTHORIZATION_MODES = ("AlwaysAllow", "AlwaysDeny", "Node", "RBAC")
+
+
+class _Always:
+    def __init__(self, allow: bool) -> None:
+        self.allow = allow
+
+    def authorize(self, user: User, ri: RequestInfo, field_selector: str = "") -> tuple[bool, str]:
+        return self.allow, ""
+
+
+def build_authorizer(mode: str, registry: Registry) -> UnionAuthorizer:
+    """The authorizer of ``--authorization-mode`` (comma-separated, asked in order)."""
+    from .nodeauthz import NodeAuthorizer
+
+    names = [m.strip() for m in mode.split(",") if m.strip()]
+    if not names:
+        raise ValueError("--authorization-mode is empty")
+    chain: list[Any] = []
+    for name in names:
+        if name not in AUTHORIZATION_MODES:
+            raise ValueError(f"--authorization-mode: unknown mode {name!r} (known: {', '.join(AUTHORIZATION_MODES)})")
+        if names.count(name) > 1:
+            raise ValueError(f"--authorization-mode: {name} is listed twice")
+        chain.append(NodeAuthorizer(registry) if name == "Node" else RBACAuthorizer(registry) if name == "RBAC"
+                     else _Always(name == "AlwaysAllow"))
+    return UnionAuthorizer(chain)
+
+
+# ---- bootstrap policy -------------------------------------------------------------------------------
+
+def _rule(verbs: Iterable[str], groups: Iterable[str], resources: Iterable[str]) -> dict[str, Any]:
+    return {"verbs": list(verbs), "apiGroups": list(groups), "resources": list(resources)}
+
+
+READ = ("get", "list", "watch")
+WRITE = ("create", "delete", "deletecollection", "patch", "update")
+_CORE_VIEW = ("pods", "pods/log", "pods/status", "services", "services/status", "endpoints", "configmaps",
+              "events", "serviceaccounts", "replicationcontrollers", "persistentvolumeclaims", "resourcequotas",
+              "limitranges", "namespaces", "namespaces/status", "bindings")
+_APPS = ("deployments", "deployments/scale", "deployments/status", "replicasets", "replicasets/scale",
+         "replicasets/status", "daemonsets", "daemonsets/status", "statefulsets", "statefulsets/scale",
+         "controllerrevisions")
+
+
+def bootstrap_cluster_roles() -> list[dict[str, Any]]:
+    view = [_rule(READ, [""], _CORE_VIEW), _rule(READ, ["apps"], _APPS),
+            _rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
+            _rule(READ, ["coordination.k8s.io"], ["leases"])]
+    edit = [_rule((*READ, *WRITE), [""], ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy",
+                                          "pods/eviction", "services", "endpoints", "configmaps", "secrets",
+                                          "serviceaccounts", "persistentvolumeclaims", "replicationcontrollers",
+                                          "events"]),
+            _rule(["create"], [""], ["serviceaccounts/token"]),
+            _rule((*READ, *WRITE), ["apps"], _APPS),
+            _rule((*READ, *WRITE), ["discovery.k8s.io"], ["endpointslices"]),
+            _rule((*READ, *WRITE), ["coordination.k8s.io"], ["leases"]), *view]
+    admin = [_rule((*READ, *WRITE), [GROUP], ["roles", "rolebindings"]),
+             _rule(["create"], ["authorization.k8s.io"], ["localsubjectaccessreviews"]), *edit]
+    roles: dict[str, list[dict[str, Any]]] = {
+        "cluster-admin": [_rule(["*"], ["*"], ["*"]), {"verbs": ["*"], "nonResourceURLs": ["*"]}],
+        "admin": admin,
+        "edit": edit,
+        "view": view,
+        "system:basic-user": [_rule(["create"], ["authorization.k8s.io"],
+                                    ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]),
+                              _rule(["create"], ["authentication.k8s.io"], ["selfsubjectreviews"])],
+        "system:discovery": [{"verbs": ["get"], "nonResourceURLs": [
+            "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz",
+            "/version", "/version/"]}],
+        "system:public-info-viewer": [{"verbs": ["get"], "nonResourceURLs": [
+            "/healthz", "/livez", "/readyz", "/version", "/version/"]}],
+        "system:kube-scheduler": [
+            _rule(["create"], ["", "events.k8s.io"], ["events"]),
+            _rule(["patch", "update"], ["", "events.k8s.io"], ["events"]),
+            _rule(["create"], ["coordination.k8s.io"], ["leases"]),
+            _rule(["get", "update"], ["coordination.k8s.io"], ["leases"]),
+            _rule(["delete", *READ], [""], ["pods"]),
+            _rule(["create"], [""], ["bindings", "pods/binding"]),
+            _rule(["patch", "update"], [""], ["pods/status"]),
+            _rule(READ, [""], ["nodes", "namespaces", "services", "replicationcontrollers",
+                               "persistentvolumeclaims", "persistentvolumes", "configmaps"]),
+            _rule(READ, ["apps"], ["replicasets", "statefulsets"]),
+            _rule(["create"], ["authentication.k8s.io"], ["tokenreviews"]),
+            _rule(["create"], ["authorization.k8s.io"], ["subjectaccessreviews"]),
+        ],
+        "system:kube-controller-manager": [
+            _rule(["create", "patch", "update"], ["", "events.k8s.io"], ["events"]),
+            _rule(["create"], ["coordination.k8s.io"], ["leases"]),
+            _rule(["get", "update"], ["coordination.k8s.io"], ["leases"]),
+            _rule(["create"], [""], ["secrets", "serviceaccounts"]),
+            _rule(["delete"], [""], ["secrets"]),
+            _rule(["get"], [""], ["configmaps", "namespaces", "secrets", "serviceaccounts"]),
+            _rule(["update"], [""], ["secrets", "serviceaccounts"]),
+            _rule(["create"], ["authentication.k8s.io"], ["tokenreviews"]),
+            _rule(["create"], ["authorization.k8s.io"], ["subjectaccessreviews"]),
+            _rule(["list", "watch"], ["*"], ["*"]),
+            _rule(["get"], [""], ["serviceaccounts/token"]),
+            _rule(["create"], [""], ["serviceaccounts/token"]),
+        ],
+        "system:node-proxier": [
+            _rule(["list", "watch"], [""], ["endpoints", "services"]),
+            _rule(READ, [""], ["nodes"]),
+            _rule(["create", "patch", "update"], ["", "events.k8s.io"], ["events"]),
+            _rule(["list", "watch"], ["discovery.k8s.io"], ["endpointslices"]),
+        ],
+    }
+    out = []
+    for name, rules in roles.items():
+        meta: dict[str, Any] = {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+                                "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}}
+        out.append({"apiVersion": f"{GROUP}/v1", "kind": "ClusterRole", "metadata": meta, "rules": rules})
+    return out
+
+
+def bootstrap_cluster_role_bindings() -> list[dict[str, Any]]:
+    def subj(kind: str, name: str) -> dict[str, Any]:
+        return {"kind": kind, "apiGroup": GROUP, "name": name}
+
+    bindings = {
+        "cluster-admin": ("cluster-admin", [subj("Group", MASTERS)]),
+        "system:basic-user": ("system:basic-user", [subj("Group", "system:authenticated")]),
+        "system:discovery": ("system:discovery", [subj("Group", "system:authenticated")]),
+        "system:public-info-viewer": ("system:public-info-viewer", [subj("Group", "system:authenticated"),
+                                                                    subj("Group", "system:unauthenticated")]),
+        "system:kube-scheduler": ("system:kube-scheduler", [subj("User", "system:kube-scheduler")]),
+        "system:kube-controller-manager": ("system:kube-controller-manager",
+                                           [subj("User", "system:kube-controller-manager")]),
+        "system:node-proxier": ("system:node-proxier", [subj("User", "system:kube-proxy")]),
+    }
+    out = []
+    for name, (role, subjects) in bindings.items():
+        meta: dict[str, Any] = {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+                                "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}}
+        out.append({"apiVersion": f"{GROUP}/v1", "kind": "ClusterRoleBinding", "metadata": meta,
+                    "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role}, "subjects": subjects})
+    return out
+
+
+async def bootstrap_policy(srv: APIServer) -> None:
+    """Create the bootstrap ClusterRoles and ClusterRoleBindings that are missing (existing ones,
+    perhaps edited by an administrator, stay as they are)."""
+    roles, bindings = _info("clusterroles"), _info("clusterrolebindings")
+    work = [(roles, obj) for obj in bootstrap_cluster_roles()] + \
+        [(bindings, obj) for obj in bootstrap_cluster_role_bindings()]
+
+    async def ensure(info: ResourceInfo, obj: dict[str, Any]) -> None:
+        try:
+            await srv.registry.get(info, None, obj["metadata"]["name"])
+            return
+        except errors.ApiError as e:
+            if e.code != 404:
+                raise
+        try:
+            await srv.registry.create(info, None, obj)
+        except errors.ApiError as e:
+            if e.code != 409:  # another API server made it first
+                raise
+
+    await asyncio.gather(*(ensure(info, obj) for info, obj in work))

@@ -345,8 +345,81 @@ def unknown_fields(info: ResourceInfo, obj: dict) -> list[str]:
     if name not in defs:
         raise KeyError(f"no schema for {info.api_version} {info.kind}")
     found: list[str] = []
-    _walk(defs, defs[name], obj, [], found)
+    shape = _shape(defs, defs[name])
+    if shape is not None:
+        _walk_shape(shape, obj, [], found)
     return found
+
+
+class _Shape:
+    """A schema reduced to what the unknown-field walk needs, with every reference resolved once:
+    the walk runs on every write, and resolving ``$ref``/``allOf`` per field dominated it."""
+
+    __slots__ = ("extra", "items", "props")
+
+    def __init__(self) -> None:
+        self.props: dict[str, _Shape | None] | None = None
+        self.extra: _Shape | None = None
+        self.items: _Shape | None = None
+
+
+# id(schema) -> (schema, shape); the schema is kept so that its id cannot be reused.
+_SHAPES: dict[int, tuple[dict, _Shape | None]] = {}
+
+
+def _shape(defs: dict[str, dict], schema: dict) -> _Shape | None:
+    """The shape of ``schema``, or None for a leaf the walk need not enter."""
+    schema = _resolve(defs, schema)
+    cached = _SHAPES.get(id(schema))
+    if cached is not None:
+        return cached[1]
+    node = _Shape()
+    _SHAPES[id(schema)] = (schema, node)  # before recursing: schemas refer to themselves
+    props = schema.get("properties")
+    if props is not None:
+        node.props = {k: _shape(defs, v) for k, v in props.items()}
+    else:
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            node.extra = _shape(defs, extra)
+    items = schema.get("items")
+    if isinstance(items, dict):
+        node.items = _shape(defs, items)
+    if node.props is None and node.extra is None and node.items is None:
+        _SHAPES[id(schema)] = (schema, None)
+        return None
+    return node
+
+
+def _walk_shape(node: _Shape, value: Any, path: list[str], found: list[str]) -> None:
+    if isinstance(value, dict):
+        props = node.props
+        if props is not None:
+            for key, sub in value.items():
+                if key in props:
+                    child = props[key]
+                    if child is not None and isinstance(sub, dict | list):
+                        path.append(str(key))
+                        _walk_shape(child, sub, path, found)
+                        path.pop()
+                else:
+                    found.append(_path(path, str(key)))
+            return
+        extra = node.extra
+        if extra is not None:
+            for key, sub in value.items():
+                if isinstance(sub, dict | list):
+                    path.append(f"[{key}]" if path else str(key))
+                    _walk_shape(extra, sub, path, found)
+                    path.pop()
+    elif isinstance(value, list):
+        items = node.items
+        if items is not None:
+            for i, sub in enumerate(value):
+                if isinstance(sub, dict | list):
+                    path.append(f"[{i}]")
+                    _walk_shape(items, sub, path, found)
+                    path.pop()
 
 
 def _path(segments: list[str], last: str) -> str:
@@ -356,37 +429,6 @@ def _path(segments: list[str], last: str) -> str:
     for seg in [*segments, last]:
         out = seg if not out else (out + seg if seg.startswith("[") else f"{out}.{seg}")
     return out
-
-
-def _walk(defs: dict[str, dict], schema: dict, value: Any, path: list[str], found: list[str]) -> None:
-    schema = _resolve(defs, schema)
-    if isinstance(value, dict):
-        props = schema.get("properties")
-        if props is not None:
-            for key, sub in value.items():
-                prop = props.get(key)
-                if prop is None:
-                    found.append(_path(path, str(key)))
-                elif sub is not None and isinstance(sub, dict | list):
-                    path.append(str(key))
-                    _walk(defs, prop, sub, path, found)
-                    path.pop()
-            return
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict):
-            for key, sub in value.items():
-                if sub is not None and isinstance(sub, dict | list):
-                    path.append(f"[{key}]" if path else str(key))
-                    _walk(defs, extra, sub, path, found)
-                    path.pop()
-    elif isinstance(value, list):
-        items = schema.get("items")
-        if isinstance(items, dict):
-            for i, sub in enumerate(value):
-                if sub is not None and isinstance(sub, dict | list):
-                    path.append(f"[{i}]")
-                    _walk(defs, items, sub, path, found)
-                    path.pop()
 
 
 def prune_unknown_fields(info: ResourceInfo, obj: dict) -> None:

@@ -158,8 +158,12 @@ async def test_node_registers_ready_with_lease(client: APIClient) -> None:
     lease = await client.get("leases.coordination.k8s.io", NODE, "kube-node-lease")
     assert lease["spec"]["holderIdentity"] == NODE
     # Before the pod CIDR arrived the runtime's network was not ready: the kubelet said so in an Event.
-    reasons = {r for r, _ in await events_of(client, NODE)}
-    assert "NodeReady" in reasons
+    # Events are written after the status they describe: wait for it rather than race it.
+
+    async def node_ready_event() -> bool:
+        return "NodeReady" in {r for r, _ in await events_of(client, NODE)}
+
+    assert await wait_for(node_ready_event, 20, "the NodeReady event")
 
 
 async def test_missing_runtime_makes_the_node_not_ready_without_crashing(node: Node, client: APIClient) -> None:
@@ -179,7 +183,10 @@ async def test_missing_runtime_makes_the_node_not_ready_without_crashing(node: N
         assert ready["message"].startswith("container runtime is down: cannot reach the runtime at")
         await asyncio.sleep(1.5)
         assert lonely.proc is not None and lonely.proc.poll() is None     # still serving, no crash loop
-        assert "NodeNotReady" in {r for r, _ in await events_of(client, "kubelet-no-runtime")}
+        async def not_ready_event() -> bool:
+            return "NodeNotReady" in {r for r, _ in await events_of(client, "kubelet-no-runtime")}
+
+        assert await wait_for(not_ready_event, 20, "the NodeNotReady event")
     finally:
         await asyncio.to_thread(lonely.stop)
         await client.delete("nodes", "kubelet-no-runtime")

@@ -85,13 +85,14 @@ provision: wheelhouse $(BIN)/ansible-playbook
 
 # The whole lab in one command (issue #6): host packages and the box (cached), the machines, one
 # provisioning run, the placement tests, then what runs where and how to reach it. Sub-makes keep the
-# phases in order even under `make -j` (provision does not depend on lab-up).
+# phases in order even under `make -j` (provision does not depend on lab-up). The summary is printed
+# even when a placement test fails (it shows what runs where); the failure is still the exit code.
 .PHONY: lab lab-status
 lab: deps
 	@$(MAKE) --no-print-directory lab-up
 	@$(MAKE) --no-print-directory provision
-	$(BIN)/pytest -q -p no:cacheprovider tests/lab/test_placement.py $(PYTEST_ARGS)
-	@$(BIN)/minikube-py lab status
+	@rc=0; $(BIN)/pytest -q -p no:cacheprovider tests/lab/test_placement.py $(PYTEST_ARGS) || rc=$$?; \
+	  $(BIN)/minikube-py lab status; exit $$rc
 
 lab-status:
 	@$(BIN)/minikube-py lab status

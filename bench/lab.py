@@ -52,6 +52,19 @@ def box_was_cached(lines: list[str]) -> bool:
     return any("is up to date" in line for line in lines)
 
 
+def run_verify(step: Callable[[str, list[str]], list[str]], logs: Path) -> list[str]:
+    """The placement tests; a failing test is reported with the figures, not a reason to stop timing."""
+    cmd = [str(REPO / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           str(REPO / lab.PLACEMENT_TESTS)]
+    try:
+        return step("verify", cmd)
+    except LabError:
+        lines = (logs / "verify.log").read_text().splitlines()
+        if lab.placement_summary(lines) == "no result line from pytest":
+            raise
+        return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--masters", type=int, default=1, choices=range(1, 4), metavar="1-3")
@@ -86,10 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         box = timer.run("box", "make box (cached)", lambda: step("box", [*make, "box"]))
         timer.run("up", "lab/lab-up.sh", lambda: step("machines", [str(REPO / "lab" / "lab-up.sh")]))
         timer.run("provision", "make provision", lambda: step("provision", [*make, "provision"]))
-        verify = timer.run("verify", lab.PLACEMENT_TESTS,
-                           lambda: step("verify", [str(REPO / ".venv" / "bin" / "python"), "-m", "pytest",
-                                                   "-q", "-p", "no:cacheprovider",
-                                                   str(REPO / lab.PLACEMENT_TESTS)]))
+        verify = timer.run("verify", lab.PLACEMENT_TESTS, lambda: run_verify(step, logs))
         total = timer.total
         second = timer.run("second provision", "make provision again",
                            lambda: step("provision2", [*make, "provision"], "provision"))

@@ -1440,6 +1440,49 @@ def _validate_service_account(errs: Errors, obj: dict) -> None:
         errs.str_at(secret, "name", f"{spath}.name")
 
 
+def _validate_rules(errs: Errors, obj: dict, cluster: bool) -> None:
+    for i, _, rule in _items(errs, obj, "rules", "rules"):
+        path = f"rules[{i}]"
+        if not errs.list_at(rule, "verbs", f"{path}.verbs"):
+            errs.required(f"{path}.verbs", "verbs must contain at least one value")
+        urls = errs.list_at(rule, "nonResourceURLs", f"{path}.nonResourceURLs")
+        if urls and not cluster:
+            errs.invalid(f"{path}.nonResourceURLs", urls, "namespaced rules cannot apply to non-resource URLs")
+        if urls and (rule.get("apiGroups") or rule.get("resources")):
+            errs.invalid(f"{path}.nonResourceURLs", urls, "rules cannot apply to both regular resources and "
+                         "non-resource URLs")
+        if not urls:
+            if not errs.list_at(rule, "apiGroups", f"{path}.apiGroups"):
+                errs.required(f"{path}.apiGroups", "resource rules must supply at least one api group")
+            if not errs.list_at(rule, "resources", f"{path}.resources"):
+                errs.required(f"{path}.resources", "resource rules must supply at least one resource")
+
+
+def _validate_binding(errs: Errors, obj: dict, cluster: bool) -> None:
+    ref = errs.dict_at(obj, "roleRef", "roleRef")
+    kinds = ("ClusterRole",) if cluster else ("Role", "ClusterRole")
+    if ref.get("apiGroup") != "rbac.authorization.k8s.io":
+        errs.not_supported("roleRef.apiGroup", ref.get("apiGroup", ""), ["rbac.authorization.k8s.io"])
+    if ref.get("kind") not in kinds:
+        errs.not_supported("roleRef.kind", ref.get("kind", ""), kinds)
+    if not errs.str_at(ref, "name", "roleRef.name"):
+        errs.required("roleRef.name")
+    for i, _, subject in _items(errs, obj, "subjects", "subjects"):
+        path = f"subjects[{i}]"
+        kind = subject.get("kind")
+        if kind not in ("User", "Group", "ServiceAccount"):
+            errs.not_supported(f"{path}.kind", kind or "", ["ServiceAccount", "User", "Group"])
+        if not errs.str_at(subject, "name", f"{path}.name"):
+            errs.required(f"{path}.name")
+        if kind == "ServiceAccount" and cluster and not subject.get("namespace"):
+            errs.required(f"{path}.namespace")
+
+
+def _validate_role_ref_update(errs: Errors, new: dict, old: dict) -> None:
+    if new.get("roleRef") != old.get("roleRef"):
+        errs.invalid("roleRef", new.get("roleRef"), "cannot change roleRef")
+
+
 Validator = Callable[[Errors, dict], None]
 UpdateValidator = Callable[[Errors, dict, dict], None]
 
@@ -1458,4 +1501,10 @@ _VALIDATORS: dict[tuple[str, str], tuple[Validator | None, UpdateValidator | Non
     ("apps", "DaemonSet"): (_validate_daemon_set, _validate_selector_update),
     ("coordination.k8s.io", "Lease"): (_validate_lease, None),
     ("discovery.k8s.io", "EndpointSlice"): (_validate_endpoint_slice, _validate_endpoint_slice_update),
+    ("rbac.authorization.k8s.io", "Role"): (lambda e, o: _validate_rules(e, o, False), None),
+    ("rbac.authorization.k8s.io", "ClusterRole"): (lambda e, o: _validate_rules(e, o, True), None),
+    ("rbac.authorization.k8s.io", "RoleBinding"): (lambda e, o: _validate_binding(e, o, False),
+                                                   _validate_role_ref_update),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): (lambda e, o: _validate_binding(e, o, True),
+                                                          _validate_role_ref_update),
 }

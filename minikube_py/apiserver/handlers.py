@@ -586,7 +586,7 @@ async def handle_review(srv: APIServer, request: web.Request, ri: RequestInfo) -
     if resource == "tokenreviews":
         from .serviceaccounts import review_token
 
-        return _json(review_token(srv, body), 201)
+        return _json(await review_token(srv, body), 201)
     if resource not in ("selfsubjectaccessreviews", "subjectaccessreviews"):
         raise errors.not_found_path()
     spec = body.get("spec") or {}

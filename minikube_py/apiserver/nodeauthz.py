@@ -111,8 +111,10 @@ class NodeAuthorizer:
             return False
         try:
             pod = await self.registry.get(self._pods, namespace, name)
-        except errors.ApiError:
-            return False
+        except errors.ApiError as e:
+            # A pod that does not exist is bound to no other node: the kubelet gets the 404 it checks
+            # for after a deletion, and learns nothing about other nodes' pods.
+            return e.code == 404
         return (pod.get("spec") or {}).get("nodeName") == node
 
     async def _used_by_pod_on(self, namespace: str | None, node: str, kind: str, name: str) -> bool:

@@ -130,6 +130,8 @@ class APIServer:
             info = self.tokens.authenticate(token) if self.tokens is not None else None
             if info is None and self.sa_tokens is not None:
                 info = self.sa_tokens.authenticate(token)
+                if info is not None:
+                    request["sa_token"] = info  # still to check against the store: see _pipeline
             if info is not None:
                 return User(info.name, info.uid, (*info.groups, "system:authenticated"))
             return None
@@ -162,6 +164,9 @@ class APIServer:
         try:
             if request.path not in HEALTH_PATHS:
                 user = self.authenticate(request)
+                if user is not None and "sa_token" in request and not await self.sa_tokens.still_bound(
+                        self.registry, request["sa_token"]):
+                    user = None  # its ServiceAccount (or pod) was deleted, perhaps made again
                 if user is None:
                     raise errors.unauthorized()
                 allowed, reason = await decide(self.authorizer, user, ri, query.get("fieldSelector", ""))

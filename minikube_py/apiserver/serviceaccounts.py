@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from minikube_py.api.resources import ResourceInfo
 
+    from .registry import Registry
     from .server import APIServer
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -132,6 +133,9 @@ class TokenUser:
     name: str
     uid: str
     groups: tuple[str, ...]
+    namespace: str = ""
+    account: str = ""
+    pod: tuple[str, str] | None = None  # (name, uid) of the pod a token is bound to
 
 
 class TokenInvalid(Exception):
@@ -220,9 +224,34 @@ class ServiceAccountTokens:
             return None
         k8s = claims["kubernetes.io"]
         ns = str(k8s.get("namespace", ""))
-        sa = k8s.get("serviceaccount") or {}
-        return TokenUser(claims["sub"], str(sa.get("uid", "")) if isinstance(sa, dict) else "",
-                         ("system:serviceaccounts", f"system:serviceaccounts:{ns}"))
+        sa = k8s.get("serviceaccount") if isinstance(k8s.get("serviceaccount"), dict) else {}
+        pod = k8s.get("pod") if isinstance(k8s.get("pod"), dict) else None
+        name = claims["sub"].rsplit(":", 1)[-1]
+        if not ns or claims["sub"] != f"system:serviceaccount:{ns}:{name}" or sa.get("name") != name:
+            return None
+        return TokenUser(claims["sub"], str(sa.get("uid", "")),
+                         ("system:serviceaccounts", f"system:serviceaccounts:{ns}"), ns, name,
+                         (str(pod.get("name", "")), str(pod.get("uid", ""))) if pod else None)
+
+    async def still_bound(self, registry: Registry, user: TokenUser) -> bool:
+        """Whether the token's ServiceAccount (and pod, for a bound token) still exist with the UIDs
+        in its claims, as kube-apiserver checks: a deleted account's tokens stop working at once."""
+        from minikube_py.api.resources import lookup
+
+        checks = [("serviceaccounts", user.account, user.uid)]
+        if user.pod is not None:
+            checks.append(("pods", *user.pod))
+        for plural, name, uid in checks:
+            info = lookup("", "v1", plural)
+            assert info is not None
+            try:
+                obj = await registry.get(info, user.namespace, name)
+            except errors.ApiError:
+                return False
+            meta = obj["metadata"]
+            if uid and meta.get("uid") != uid:
+                return False
+        return True
 
 
 def _check(key: PublicKey, alg: Any, data: bytes, sig: bytes) -> bool:
@@ -303,7 +332,7 @@ def _rfc3339(t: float) -> str:
     return dt.datetime.fromtimestamp(int(t), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def review_token(srv: APIServer, body: dict[str, Any]) -> dict[str, Any]:
+async def review_token(srv: APIServer, body: dict[str, Any]) -> dict[str, Any]:
     """A TokenReview (authentication.k8s.io/v1) answered by the server's own token authenticators."""
     spec = body.get("spec") or {}
     token = spec.get("token") if isinstance(spec, dict) else None
@@ -314,6 +343,8 @@ def review_token(srv: APIServer, body: dict[str, Any]) -> dict[str, Any]:
     sa: ServiceAccountTokens | None = getattr(srv, "sa_tokens", None)
     if user is None and sa is not None:
         user = sa.authenticate(token)
+        if user is not None and not await sa.still_bound(srv.registry, user):
+            user = None
     status: dict[str, Any] = {"authenticated": user is not None, "user": {}}
     if user is not None:
         status["user"] = {"username": user.name, "uid": user.uid,

@@ -76,6 +76,10 @@ def _run_up(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from e
     print(result.timer.table())
     print(result.summary)
+    if not result.verified:
+        print(f"minikube-py lab: placement tests failed ({result.verify}): see .lab/logs/verify.log or run "
+              "'minikube-py lab verify'", file=sys.stderr)
+        return 1
     return 0
 
 

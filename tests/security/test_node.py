@@ -113,8 +113,9 @@ def test_delete_its_pod(cluster: LocalAPIServer, kubelet: httpx.Client) -> None:
     with admin(cluster) as c:
         ok(c.post("/api/v1/namespaces/default/pods", json=_pod("doomed", "n1", "node-secret-1", "node-cm-1")), 201)
     ok(kubelet.delete("/api/v1/namespaces/default/pods/doomed", params={"gracePeriodSeconds": "0"}))
-    # Once it is gone, so is the kubelet's access to what only it used.
-    assert kubelet.get("/api/v1/namespaces/default/pods/doomed").status_code == 403
+    # Gone: the kubelet sees 404, as it expects after a deletion.
+    assert kubelet.get("/api/v1/namespaces/default/pods/doomed").status_code == 404
+    assert kubelet.get("/api/v1/namespaces/default/pods/on-n2").status_code == 403
 
 
 def test_node_group_is_required(cluster: LocalAPIServer) -> None:

@@ -172,3 +172,23 @@ def test_kubectl_auth_can_i(viewer: LocalAPIServer, version: str, tmp_path: Path
     assert can_i("list", "pods", "-n", "kube-system") == (1, "no")
     assert can_i("get", "secrets") == (1, "no")
     assert can_i("get", "deployments.apps") == (0, "yes")
+
+
+def test_rbac_objects_are_validated(secured: LocalAPIServer) -> None:
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "b"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Foo", "name": "view"},
+               "subjects": [{"kind": "Robot", "name": "r"}]}
+    with admin(secured) as c:
+        r = c.post(f"{RBAC}/namespaces/default/rolebindings", json=binding)
+        assert r.status_code == 422
+        fields = {cause["field"] for cause in r.json()["details"]["causes"]}
+        assert fields == {"roleRef.kind", "subjects[0].kind"}
+        binding["roleRef"]["kind"], binding["subjects"] = "ClusterRole", [{"kind": "User", "name": "x"}]
+        created = ok(c.post(f"{RBAC}/namespaces/default/rolebindings", json=binding), 201)
+        created["roleRef"]["name"] = "edit"
+        r = c.put(f"{RBAC}/namespaces/default/rolebindings/b", json=created)
+        assert r.status_code == 422 and "cannot change roleRef" in r.json()["message"]
+        role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "r"},
+                "rules": [{"verbs": ["get"], "nonResourceURLs": ["/healthz"]}]}
+        r = c.post(f"{RBAC}/namespaces/default/roles", json=role)
+        assert r.status_code == 422 and "non-resource URLs" in r.json()["message"]

@@ -131,3 +131,38 @@ def _other_key(server: LocalAPIServer):  # type: ignore[no-untyped-def]
     from minikube_py.apiserver.serviceaccounts import ensure_signing_key
 
     return ensure_signing_key(server.data_dir / "other-sa.key")
+
+
+def test_tokens_die_with_their_account_and_pod(secured: LocalAPIServer) -> None:
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "short-lived"}}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "token-holder"},
+           "spec": {"serviceAccountName": "short-lived", "containers": [{"name": "c", "image": "nginx"}]}}
+    base = "/api/v1/namespaces/default"
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}
+    with admin(secured) as c:
+        ok(c.post(f"{base}/serviceaccounts", json=sa), 201)
+        created = ok(c.post(f"{base}/pods", json=pod), 201)
+        plain = ok(c.post(f"{base}/serviceaccounts/short-lived/token", json=request), 201)["status"]["token"]
+        bound_spec = {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "token-holder",
+                                         "uid": created["metadata"]["uid"]}}
+        bound = ok(c.post(f"{base}/serviceaccounts/short-lived/token", json={**request, "spec": bound_spec}),
+                   201)["status"]["token"]
+        assert claims(bound)["kubernetes.io"]["pod"] == {"name": "token-holder", "uid": created["metadata"]["uid"]}
+        r = c.post(f"{base}/serviceaccounts/short-lived/token", json={**request, "spec": {"boundObjectRef": {
+            **bound_spec["boundObjectRef"], "uid": "not-the-uid"}}})
+        assert r.status_code == 409
+
+    def status(token: str) -> int:
+        with as_token(secured, token) as u:
+            return u.post("/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                          json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}).status_code
+
+    assert status(plain) == 201 and status(bound) == 201
+    with admin(secured) as c:
+        ok(c.delete(f"{base}/pods/token-holder", params={"gracePeriodSeconds": "0"}))
+    assert status(bound) == 401 and status(plain) == 201
+    with admin(secured) as c:
+        ok(c.delete(f"{base}/serviceaccounts/short-lived"))
+        assert status(plain) == 401
+        ok(c.post(f"{base}/serviceaccounts", json=sa), 201)  # same name, another account
+    assert status(plain) == 401

@@ -337,3 +337,83 @@ def test_bench_counts_changed_tasks_from_the_play_recap() -> None:
     assert bench.changed_tasks(["no recap here"]) is None  # type: ignore[attr-defined]
     assert bench.box_was_cached(["Box minikube-py/bookworm 1.0.1 is up to date (/x.box)"])  # type: ignore[attr-defined]
     assert not bench.box_was_cached(["Building the box"])  # type: ignore[attr-defined]
+
+
+# ---- the commands over a stand-in checkout (make targets and scripts that only echo) ------------------------
+
+FAKE_MAKEFILE = """\
+box:
+\t@echo "Box minikube-py/bookworm 1.0.1 is up to date"
+provision:
+\t@test -f inventory/lab.ini || { echo "minikube-py lab: no inventory/lab.ini: run 'make lab-up' first" >&2; exit 1; }
+\t@echo "PLAY RECAP"; $(FAIL_PROVISION)
+"""
+
+
+def fake_checkout(tmp_path: Path, *, test_body: str = "assert True", fail_provision: str = "") -> Path:
+    root = tmp_path / "checkout"
+    (root / "lab").mkdir(parents=True)
+    (root / "Vagrantfile").write_text("")
+    (root / "Makefile").write_text(FAKE_MAKEFILE.replace("$(FAIL_PROVISION)", fail_provision or "true"))
+    up_script = root / "lab" / "lab-up.sh"
+    inventory = generated_inventory().replace("\n", "\\n")
+    up_script.write_text(f"#!/bin/sh\necho \"MASTERS=$MASTERS\"\nmkdir -p inventory\n"
+                         f"printf '{inventory}' > inventory/lab.ini\n")
+    up_script.chmod(0o755)
+    (root / "tests" / "lab").mkdir(parents=True)
+    (root / "tests" / "lab" / "test_placement.py").write_text(f"def test_placed():\n    {test_body}\n")
+    return root
+
+
+def test_up_runs_the_phases_in_order_and_ends_in_the_summary(monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    root = fake_checkout(tmp_path)
+    printed: list[str] = []
+    result = lab.up(root, masters=1, workers=2, out=printed.append)
+    assert [name for name, _ in result.timer.times] == ["box", "machines", "provision", "verify"]
+    assert all(seconds >= 0 for _, seconds in result.timer.times)
+    assert result.verified and result.verify.startswith("1 passed")
+    assert [line for line in printed if line.startswith("[")] == [
+        "[1/4] box: host packages and the box (built once, then cached)",
+        "[2/4] machines: vagrant up --no-provision, ssh config and inventory",
+        "[3/4] provision: make provision (wheelhouse, ansible-playbook playbooks/site.yml)",
+        "[4/4] verify: tests/lab/test_placement.py",
+    ]
+    assert (root / ".lab" / "logs" / "machines.log").read_text() == "MASTERS=1\n"
+    assert result.summary.startswith("lab: 1 master, 2 workers")
+    assert "kubelet kube-proxy (from the inventory groups) [ssh: no .lab/ssh-config]" in result.summary
+
+
+def test_up_stops_at_the_failing_phase_with_its_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    root = fake_checkout(tmp_path, fail_provision="echo 'minikube-py lab: etcd did not start on master1' >&2; exit 2")
+    assert main(["lab", "--root", str(root), "up"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "minikube-py lab: etcd did not start on master1\n"
+    assert "provision failed after" in captured.out and "[4/4]" not in captured.out
+
+
+def test_up_prints_the_summary_when_placement_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    root = fake_checkout(tmp_path, test_body="assert False, 'kubelet not running'")
+    assert main(["lab", "--root", str(root), "up"]) == 1
+    captured = capsys.readouterr()
+    assert "lab: 1 master, 2 workers" in captured.out and "total" in captured.out
+    assert captured.err.startswith("minikube-py lab: placement tests failed (1 failed in ")
+
+
+def test_status_marks_machines_vagrant_reports_down(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    root = lab_checkout(tmp_path)
+    monkeypatch.setattr(lab, "vagrant_states",
+                        lambda _root: {"master1": "running", "worker1": "stopped", "worker2": "running"})
+    monkeypatch.setattr(lab, "unit_states", lambda _root, machines: (
+        {m.name: placement(m) for m in machines}, {}))
+    lines = lab.status(root).splitlines()
+    worker1 = next(line for line in lines if "worker1" in line)
+    assert "stopped" in worker1 and "[ssh: machine is stopped]" in worker1 and "(from the inventory" in worker1
+    master1 = next(line for line in lines if "master1" in line)
+    assert "running" in master1 and master1.endswith("kube-scheduler registry")

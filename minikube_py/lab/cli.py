@@ -259,6 +259,24 @@ def _error_line(lines: Iterable[str]) -> str | None:
     return found
 
 
+def _ansible_failure(lines: Sequence[str]) -> str | None:
+    """The first failed task of an ansible-playbook run: 'role : task on host: msg', from its output."""
+    task = ""
+    for i, line in enumerate(lines):
+        if line.startswith("TASK ["):
+            task = line[len("TASK ["):].split("]", 1)[0]
+        elif line.startswith(("fatal: [", "failed: [")):
+            host = line.split("[", 1)[1].split("]", 1)[0]
+            msg = ""
+            for follow in lines[i + 1:i + 12]:
+                key, _, value = follow.strip().partition(":")
+                if key == "msg":
+                    msg = value.strip().strip("'\"").replace("''", "'")
+                    break
+            return f"{task} on {host}: {msg or 'failed'}"
+    return None
+
+
 def run_logged(
     phase: str,
     cmd: Sequence[str],
@@ -307,7 +325,11 @@ def run_logged(
             raise
         reader.join(timeout=30)
     if code != 0:
+        # The lab scripts' own line is already the whole story; ansible's needs the phase and the log.
         message = _error_line(lines)
+        failed_task = _ansible_failure(lines) if message is None else None
+        if failed_task is not None:
+            message = f"{phase} failed: {failed_task} (output in {log})"
         if message is None:
             last = tail[0] if tail else "no output"
             message = f"{phase} failed (exit {code}): {last} (output in {log})"

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+VENV_BIN = "/opt/minikube-py/venv/bin"
+
 # (component, systemd unit, port, group that runs it). Ports are checked on 0.0.0.0 and the machine's
 # lab address: etcd listens on the lab address and 127.0.0.1 only, the others on 0.0.0.0.
 COMPONENTS = [
@@ -135,5 +137,3 @@ def test_workers_have_runc_cni_plugins_and_config(lab_worker: str, lab_host: Any
     configs = host.check_output("ls /etc/cni/net.d").split()
     assert any(c.endswith((".conf", ".conflist")) for c in configs), configs
 
-
-VENV_BIN = "/opt/minikube-py/venv/bin"

@@ -238,10 +238,10 @@ def test_a_scripts_one_line_error_becomes_the_error(tmp_path: Path) -> None:
 
 def test_a_failure_without_a_lab_error_names_the_last_line_and_the_log(tmp_path: Path) -> None:
     log = tmp_path / "p.log"
-    cmd = script(tmp_path, "echo 'TASK [etcd]'\necho 'fatal: [master1]: FAILED!'\necho\nexit 2\n")
+    cmd = script(tmp_path, "echo 'Building wheels'\necho 'ERROR: no space left on device'\necho\nexit 2\n")
     with pytest.raises(LabError) as err:
         lab.run_logged("provision", cmd, cwd=tmp_path, log=log, timeout=30)
-    assert str(err.value) == f"provision failed (exit 2): fatal: [master1]: FAILED! (output in {log})"
+    assert str(err.value) == f"provision failed (exit 2): ERROR: no space left on device (output in {log})"
 
 
 def test_a_hung_phase_is_killed_with_its_children(tmp_path: Path) -> None:
@@ -417,3 +417,27 @@ def test_status_marks_machines_vagrant_reports_down(monkeypatch: pytest.MonkeyPa
     assert "stopped" in worker1 and "[ssh: machine is stopped]" in worker1 and "(from the inventory" in worker1
     master1 = next(line for line in lines if "master1" in line)
     assert "running" in master1 and master1.endswith("kube-scheduler registry")
+
+
+def test_a_failed_ansible_task_is_named_with_its_host_and_message(tmp_path: Path) -> None:
+    output = """\
+TASK [common : Install minikube-py] ********************************************
+ok: [master1]
+
+TASK [kube_proxy : Install the kube-proxy unit.] *******************************
+fatal: [worker2]: FAILED! =>
+    changed: false
+    msg: 'Task failed: ''kube_proxy_service_cidr'' is undefined'
+fatal: [worker1]: FAILED! =>
+    msg: 'something else'
+
+PLAY RECAP *********************************************************************
+make: *** [Makefile:84: provision] Error 2
+"""
+    (tmp_path / "out.txt").write_text(output)
+    log = tmp_path / "provision.log"
+    with pytest.raises(LabError) as err:
+        lab.run_logged("provision", script(tmp_path, f"cat {tmp_path / 'out.txt'}\nexit 2\n"), cwd=tmp_path,
+                       log=log, timeout=30)
+    assert str(err.value) == ("provision failed: kube_proxy : Install the kube-proxy unit. on worker2: Task "
+                              f"failed: 'kube_proxy_service_cidr' is undefined (output in {log})")

@@ -30,7 +30,7 @@ def _refs(node) -> set[str]:
 def test_index_lists_every_group_version_with_its_hashed_url() -> None:
     index = openapi.v3_index()
     assert set(index["paths"]) == {"api/v1", "apis/apps/v1", "apis/coordination.k8s.io/v1",
-                                   "apis/discovery.k8s.io/v1"}
+                                   "apis/discovery.k8s.io/v1", "apis/rbac.authorization.k8s.io/v1"}
     for path, entry in index["paths"].items():
         assert not path.startswith("/")
         assert entry["serverRelativeURL"] == f"/openapi/v3/{path}?hash={openapi.v3_hash(path)}"

@@ -87,6 +87,17 @@ def service(**spec) -> dict:
 # -- valid objects ----------------------------------------------------------------------------
 
 VALID = {
+    "Role": {"metadata": {"name": "pod-reader", "namespace": "default"},
+             "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]},
+    "ClusterRole": {"metadata": {"name": "system:metrics"},
+                    "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]},
+    "RoleBinding": {"metadata": {"name": "read-pods", "namespace": "default"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+                    "subjects": [{"kind": "User", "name": "bob"}]},
+    "ClusterRoleBinding": {"metadata": {"name": "metrics"},
+                           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                       "name": "system:metrics"},
+                           "subjects": [{"kind": "ServiceAccount", "name": "prom", "namespace": "monitoring"}]},
     "Namespace": {"metadata": {"name": "team-a"}},
     "Pod": {"metadata": {"name": "web", "namespace": "default"},
             "spec": {"containers": [{"name": "app", "image": "nginx"}]}},

@@ -12,18 +12,18 @@ import sys
 
 # Sub-command modules, in the order ``--help`` lists them.
 COMMAND_MODULES: list[str] = [
-    "minikube_py.cli.pki_cmd",
-    "minikube_py.cli.apiserver_cmd",
-    "minikube_py.cli.controller_manager_cmd",
-    "minikube_py.cli.store_cmd",
-    "minikube_py.cli.fake_nodes_cmd",
     "minikube_py.cli.up_cmd",
-    "minikube_py.cli.scheduler_cmd",
-    "minikube_py.cli.runtime_cmd",
-    "minikube_py.cli.image_cmd",
-    "minikube_py.cli.kubelet_cmd",
-    "minikube_py.cli.proxy_cmd",
     "minikube_py.cli.lab_cmd",
+    "minikube_py.cli.apiserver_cmd",
+    "minikube_py.cli.scheduler_cmd",
+    "minikube_py.cli.controller_manager_cmd",
+    "minikube_py.cli.kubelet_cmd",
+    "minikube_py.cli.runtime_cmd",
+    "minikube_py.cli.proxy_cmd",
+    "minikube_py.cli.fake_nodes_cmd",
+    "minikube_py.cli.image_cmd",
+    "minikube_py.cli.pki_cmd",
+    "minikube_py.cli.store_cmd",
 ]
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "up", help="run a local cluster (API server, scheduler, controller-manager, fake nodes)",
+        "up", help="run a local cluster: the control plane plus real (--nodes) or fake (--fake-nodes) nodes",
         description="Start the control plane as child processes in the foreground and stop them all on "
                     "Ctrl-C. Logs go to DATA_DIR/logs/<component>.log; DATA_DIR/cluster.json says where "
                     "everything runs.")

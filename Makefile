@@ -26,11 +26,12 @@ apt-deps:
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,lab]'
 	touch $@
 
 lint: deps
 	$(BIN)/ruff check .
+	$(BIN)/ansible-lint -q roles playbooks
 
 test: deps lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -66,8 +67,7 @@ test-lab: deps lab-up provision
 .PHONY: wheelhouse provision
 LAB_WHEELHOUSE := .lab/wheelhouse
 
-$(BIN)/ansible-playbook: requirements/lab.txt
-	$(BIN)/pip install -q -r requirements/lab.txt
+$(BIN)/ansible-playbook: $(VENV)/.installed
 	touch $@
 
 # minikube-py and every dependency as wheels, for the machines' offline install. A fixed

@@ -4,7 +4,8 @@
 the cached box), the machines (``lab/lab-up.sh``: ``vagrant up --no-provision`` and the inventory),
 one provisioning run (``make provision``), the placement tests, then the summary. The shell scripts
 stay the one place that knows how to build, start and remove machines; this module sequences them,
-keeps their output in ``.lab/logs/`` and turns a failure into the one line the script printed.
+keeps their output in ``.lab/logs/`` and turns a failure into one line: the one the script printed,
+or the first failed Ansible task with its host and message.
 
 Vagrant is asked through python-vagrant, which forks ``vagrant`` (~2 s) per call: only ``status``
 asks it, once. What runs on a machine comes from one ``systemctl is-active`` per machine over ssh.
@@ -12,6 +13,7 @@ asks it, once. What runs on a machine comes from one ``systemctl is-active`` per
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -51,7 +53,7 @@ PLACEMENT_TESTS = "tests/lab/test_placement.py"
 _ERROR_PREFIX = "minikube-py lab: "
 
 # Generous ceilings so that a wedged vagrant or ssh ends in an error instead of a hang: a cold box
-# build is ~3 min, a first provisioning run well under 2.
+# build is ~3 min, a first provisioning run measured 2-5 min on a busy 2-core host.
 PHASE_TIMEOUTS = {"box": 1800.0, "machines": 600.0, "provision": 1200.0, "verify": 900.0, "down": 600.0}
 
 
@@ -224,6 +226,7 @@ class PhaseTimer:
     out: Callable[[str], None] = _say
     clock: Callable[[], float] = time.monotonic
     times: list[tuple[str, float]] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # phases that raised; their time is in ``times`` too
 
     def run(self, name: str, what: str, fn: Callable[[], T]) -> T:
         index = len(self.times) + 1
@@ -232,7 +235,10 @@ class PhaseTimer:
         try:
             result = fn()
         except BaseException:
-            self.out(f"      {name} failed after {self.clock() - start:.1f} s")
+            seconds = self.clock() - start
+            self.times.append((name, seconds))
+            self.failed.append(name)
+            self.out(f"      {name} failed after {seconds:.1f} s")
             raise
         seconds = self.clock() - start
         self.times.append((name, seconds))
@@ -245,7 +251,7 @@ class PhaseTimer:
 
     def table(self) -> str:
         width = max([len(n) for n, _ in self.times] + [len("total")])
-        rows = [f"  {n:<{width}}  {s:7.1f} s" for n, s in self.times]
+        rows = [f"  {n:<{width}}  {s:7.1f} s{' (failed)' if n in self.failed else ''}" for n, s in self.times]
         rows.append(f"  {'total':<{width}}  {self.total:7.1f} s")
         return "\n".join(rows)
 
@@ -277,6 +283,30 @@ def _ansible_failure(lines: Sequence[str]) -> str | None:
     return None
 
 
+def slowest_tasks(stamped: Sequence[str], count: int = 5) -> list[tuple[str, float]]:
+    """The ``count`` slowest ansible tasks in a stamped log, slowest first: each task lasts until the
+    next TASK or HANDLER header (or the recap)."""
+    marks: list[tuple[float, str]] = []
+    for line in stamped:
+        if not line.startswith("[") or "] " not in line:
+            continue
+        stamp, _, text = line[1:].partition("] ")
+        try:
+            at = float(stamp)
+        except ValueError:
+            continue
+        if text.startswith(("TASK [", "RUNNING HANDLER [")):
+            marks.append((at, text.split("[", 1)[1].split("]", 1)[0]))
+        elif text.startswith("PLAY RECAP"):
+            marks.append((at, ""))
+    # A task of a role that several plays pull in (common) runs more than once: its time adds up.
+    totals: dict[str, float] = {}
+    for (at, name), (nxt, _) in itertools.pairwise(marks):
+        if name:
+            totals[name] = totals.get(name, 0.0) + nxt - at
+    return sorted(((n, round(t, 1)) for n, t in totals.items()), key=lambda span: -span[1])[:count]
+
+
 def run_logged(
     phase: str,
     cmd: Sequence[str],
@@ -286,10 +316,12 @@ def run_logged(
     timeout: float,
     env: Mapping[str, str] | None = None,
     echo: IO[str] | None = None,
+    stamp: bool = False,
 ) -> list[str]:
     """Runs ``cmd`` with its output in ``log`` (and on ``echo``); returns the output lines. A failure is a
     LabError carrying the script's own one-line error, else its last line and the log's path. The
-    command gets its own process group, killed whole on timeout or interrupt."""
+    command gets its own process group, killed whole on timeout or interrupt. ``stamp`` starts each
+    log line with the seconds since the start ('[  12.3] '), to see where a phase spends its time."""
     log.parent.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     tail: deque[str] = deque(maxlen=1)
@@ -299,10 +331,12 @@ def run_logged(
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, start_new_session=True,
         )
 
+        started = time.monotonic()
+
         def pump() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
-                log_file.write(line)
+                log_file.write(f"[{time.monotonic() - started:6.1f}] {line}" if stamp else line)
                 log_file.flush()
                 if echo is not None:
                     echo.write(line)
@@ -404,7 +438,7 @@ def up(
 
     def step(phase: str, cmd: Sequence[str]) -> list[str]:
         return run_logged(phase, cmd, cwd=root, log=logs / f"{phase}.log", timeout=PHASE_TIMEOUTS[phase],
-                          env=env, echo=echo)
+                          env=env, echo=echo, stamp=phase == "provision")
 
     timer.run("box", "host packages and the box (built once, then cached)", lambda: step("box", _make(root, "box")))
     timer.run("machines", "vagrant up --no-provision, ssh config and inventory",

@@ -39,6 +39,8 @@ FILES = [
     ("/etc/minikube-py/pki/ca.crt", 0o644, "all"),
     ("/etc/minikube-py/pki/apiserver.crt", 0o644, "masters"),
     ("/etc/minikube-py/pki/apiserver.key", 0o600, "masters"),
+    ("/etc/minikube-py/pki/apiserver-kubelet-client.key", 0o600, "masters"),
+    ("/etc/minikube-py/pki/sa.key", 0o600, "masters"),
     ("/etc/minikube-py/admin.conf", 0o600, "masters"),
     ("/etc/minikube-py/controller-manager.conf", 0o600, "masters"),
     ("/etc/minikube-py/scheduler.conf", 0o600, "masters"),

@@ -189,7 +189,7 @@ def test_phase_timer_records_each_phase_and_the_total() -> None:
     assert timer.table().splitlines()[-1].split() == ["total", "11.8", "s"]
 
 
-def test_phase_timer_reports_a_failed_phase_and_does_not_count_it() -> None:
+def test_phase_timer_reports_a_failed_phase_with_its_time() -> None:
     clock, printed = FakeClock(), []
     timer = lab.PhaseTimer(1, out=printed.append, clock=clock)
 
@@ -200,7 +200,8 @@ def test_phase_timer_reports_a_failed_phase_and_does_not_count_it() -> None:
     with pytest.raises(LabError, match="boom"):
         timer.run("provision", "ansible", fail)
     assert printed[-1] == "      provision failed after 3.0 s"
-    assert timer.times == []
+    assert timer.times == [("provision", 3.0)] and timer.failed == ["provision"]
+    assert timer.table().splitlines()[0].split() == ["provision", "3.0", "s", "(failed)"]
 
 
 def test_placement_summary_picks_pytests_result_line() -> None:
@@ -402,6 +403,7 @@ def test_up_prints_the_summary_when_placement_fails(monkeypatch: pytest.MonkeyPa
     assert main(["lab", "--root", str(root), "up"]) == 1
     captured = capsys.readouterr()
     assert "lab: 1 master, 2 workers" in captured.out and "total" in captured.out
+    assert any(line.split()[:1] == ["verify"] and line.endswith("(failed)") for line in captured.out.splitlines())
     assert captured.err.startswith("minikube-py lab: placement tests failed (1 failed in ")
 
 
@@ -441,3 +443,22 @@ make: *** [Makefile:84: provision] Error 2
                        log=log, timeout=30)
     assert str(err.value) == ("provision failed: kube_proxy : Install the kube-proxy unit. on worker2: Task "
                               f"failed: 'kube_proxy_service_cidr' is undefined (output in {log})")
+
+
+def test_stamped_log_gives_the_slowest_tasks(tmp_path: Path) -> None:
+    log = tmp_path / "p.log"
+    cmd = script(tmp_path, "echo 'TASK [common : Copy]'\nsleep 0.3\necho 'ok: [m1]'\n"
+                 "echo 'TASK [etcd : Start]'\necho 'PLAY RECAP'\n")
+    lab.run_logged("provision", cmd, cwd=tmp_path, log=log, timeout=30, stamp=True)
+    stamped = log.read_text().splitlines()
+    assert all(line.startswith("[") and "] " in line for line in stamped)
+    assert stamped[1].endswith("] ok: [m1]")
+    slowest = lab.slowest_tasks(stamped)
+    assert [name for name, _ in slowest] == ["common : Copy", "etcd : Start"]
+    assert slowest[0][1] >= 0.2  # the sleep sits inside the first task
+
+
+def test_slowest_tasks_adds_up_a_task_run_by_several_plays() -> None:
+    stamped = ["[   0.0] TASK [common : Copy]", "[   5.0] TASK [etcd : Start]", "[   6.0] TASK [common : Copy]",
+               "[   9.5] RUNNING HANDLER [etcd : Restart]", "[  10.0] PLAY RECAP ****"]
+    assert lab.slowest_tasks(stamped, 2) == [("common : Copy", 8.5), ("etcd : Start", 1.0)]

@@ -472,7 +472,7 @@ def vagrant_states(root: Path) -> dict[str, str]:
     try:
         import vagrant
     except ImportError as e:
-        raise LabError("python-vagrant is not installed: pip install -r requirements/lab.txt "
+        raise LabError("python-vagrant is not installed: pip install -e '.[lab]' "
                        "(make provision does)") from e
 
     env = vagrant_env()

@@ -8,7 +8,6 @@ onto the same kubelet WebSocket.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from yarl import URL
 
 from minikube_py.api import errors
@@ -29,6 +28,7 @@ from minikube_py.kubelet.streaming import (
     StreamOptions,
     StreamRequestError,
     is_websocket_upgrade,
+    relay_websockets,
 )
 
 if TYPE_CHECKING:
@@ -294,35 +294,3 @@ async def _proxy_exec(srv: APIServer, request: web.Request, url: URL, node_name:
             return client
 
 
-async def relay_websockets(client: web.WebSocketResponse, kubelet: aiohttp.ClientWebSocketResponse) -> None:
-    """Copy messages both ways until either side closes; then close the other with the same code."""
-
-    async def copy(src: Any, dst: Any) -> None:
-        async for msg in src:
-            if msg.type == WSMsgType.BINARY:
-                await dst.send_bytes(msg.data)
-            elif msg.type == WSMsgType.TEXT:
-                await dst.send_str(msg.data)
-            elif msg.type == WSMsgType.ERROR:
-                break
-
-    to_kubelet = asyncio.ensure_future(copy(client, kubelet))
-    to_client = asyncio.ensure_future(copy(kubelet, client))
-    try:
-        done, _ = await asyncio.wait([to_kubelet, to_client], return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            if not t.cancelled() and t.exception() is not None:
-                log.info("exec relay ended: %r", t.exception())
-        if to_client in done:
-            # The kubelet finished (its Status already went out): close the client the same way, but
-            # never with a code reserved for "no frame seen" (1005, 1006, 1015): clients reject those.
-            code = kubelet.close_code or 1000
-            await client.close(code=code if 1000 <= code < 5000 and code not in (1005, 1006, 1015) else 1000)
-        else:
-            await kubelet.close()
-    finally:
-        for t in (to_kubelet, to_client):
-            t.cancel()
-        await asyncio.gather(to_kubelet, to_client, return_exceptions=True)
-        if not client.closed:
-            await client.close()

@@ -13,8 +13,6 @@ HTTPS with ``--tls-cert-file``/``--tls-private-key-file``, or a self-signed cert
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 import ssl
@@ -24,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from minikube_py.kubelet.logs import LogOptions, write_log
 from minikube_py.kubelet.pod_status import RUNNING
@@ -32,6 +30,7 @@ from minikube_py.kubelet.streaming import (
     WEBSOCKET_PROTOCOLS,
     StreamOptions,
     StreamRequestError,
+    relay_websockets,
     status_response,
 )
 from minikube_py.pki import create_ca, issue_cert, write_private_file
@@ -156,39 +155,11 @@ class KubeletServer:
         try:
             # v4 and v5 frame alike; a v4 client just never sends v5's close-stdin frame.
             await ws.prepare(request)
-            await relay(ws, upstream)
+            await relay_websockets(ws, upstream)
         finally:
             if not upstream.closed:
                 await upstream.close()
         return ws
-
-
-async def relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    """Copy binary frames both ways until one side ends; then close the other."""
-
-    async def copy(src: Any, dst: Any) -> None:
-        async for msg in src:
-            if msg.type == WSMsgType.BINARY:
-                await dst.send_bytes(msg.data)
-            elif msg.type == WSMsgType.TEXT:
-                await dst.send_str(msg.data)
-            elif msg.type == WSMsgType.ERROR:
-                break
-
-    to_runtime = asyncio.ensure_future(copy(client, upstream))
-    to_client = asyncio.ensure_future(copy(upstream, client))
-    try:
-        await asyncio.wait([to_runtime, to_client], return_when=asyncio.FIRST_COMPLETED)
-        if to_client.done():
-            await client.close()
-        else:
-            await upstream.close()
-    finally:
-        for t in (to_runtime, to_client):
-            t.cancel()
-        await asyncio.gather(to_runtime, to_client, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await client.close()
 
 
 async def start_server(kubelet: Kubelet, bind_address: str, port: int, ssl_context: ssl.SSLContext | None

@@ -412,3 +412,38 @@ async def _write_fd(fd: int, data: bytes) -> None:
                 loop.remove_writer(fd)
         except OSError:
             return  # the terminal is gone; the exit status tells the rest
+
+
+async def relay_websockets(client: Any, kubelet: Any) -> None:
+    """Copy messages both ways until either side closes; then close the other with the same code.
+    Both hops of an exec use it: kubectl <-> API server <-> kubelet, and kubelet <-> runtime."""
+
+    async def copy(src: Any, dst: Any) -> None:
+        async for msg in src:
+            if msg.type == WSMsgType.BINARY:
+                await dst.send_bytes(msg.data)
+            elif msg.type == WSMsgType.TEXT:
+                await dst.send_str(msg.data)
+            elif msg.type == WSMsgType.ERROR:
+                break
+
+    to_kubelet = asyncio.ensure_future(copy(client, kubelet))
+    to_client = asyncio.ensure_future(copy(kubelet, client))
+    try:
+        done, _ = await asyncio.wait([to_kubelet, to_client], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if not t.cancelled() and t.exception() is not None:
+                log.info("exec relay ended: %r", t.exception())
+        if to_client in done:
+            # The kubelet finished (its Status already went out): close the client the same way, but
+            # never with a code reserved for "no frame seen" (1005, 1006, 1015): clients reject those.
+            code = kubelet.close_code or 1000
+            await client.close(code=code if 1000 <= code < 5000 and code not in (1005, 1006, 1015) else 1000)
+        else:
+            await kubelet.close()
+    finally:
+        for t in (to_kubelet, to_client):
+            t.cancel()
+        await asyncio.gather(to_kubelet, to_client, return_exceptions=True)
+        if not client.closed:
+            await client.close()

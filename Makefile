@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 
 lint: deps
 	$(BIN)/ruff check .
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint -q roles playbooks
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint -q --offline roles playbooks
 
 test: deps lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)

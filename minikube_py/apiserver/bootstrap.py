@@ -7,7 +7,7 @@ import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from minikube_py.api import errors
-from minikube_py.api.resources import lookup
+from minikube_py.api.resources import ResourceInfo, lookup
 
 if TYPE_CHECKING:
     from .server import APIServer
@@ -18,6 +18,11 @@ SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 async def _ensure(srv: APIServer, group: str, plural: str, namespace: str | None, obj: dict[str, Any]) -> None:
     info = lookup(group, "v1", plural)
     assert info is not None
+    await ensure_object(srv, info, namespace, obj)
+
+
+async def ensure_object(srv: APIServer, info: ResourceInfo, namespace: str | None, obj: dict[str, Any]) -> None:
+    """Create ``obj`` unless it exists (an existing one, perhaps edited by an administrator, stays)."""
     try:
         await srv.registry.get(info, namespace, obj["metadata"]["name"])
         return

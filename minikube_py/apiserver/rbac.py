@@ -303,17 +303,6 @@ async def bootstrap_policy(srv: APIServer) -> None:
     work = [(roles, obj) for obj in bootstrap_cluster_roles()] + \
         [(bindings, obj) for obj in bootstrap_cluster_role_bindings()]
 
-    async def ensure(info: ResourceInfo, obj: dict[str, Any]) -> None:
-        try:
-            await srv.registry.get(info, None, obj["metadata"]["name"])
-            return
-        except errors.ApiError as e:
-            if e.code != 404:
-                raise
-        try:
-            await srv.registry.create(info, None, obj)
-        except errors.ApiError as e:
-            if e.code != 409:  # another API server made it first
-                raise
+    from .bootstrap import ensure_object
 
-    await asyncio.gather(*(ensure(info, obj) for info, obj in work))
+    await asyncio.gather(*(ensure_object(srv, info, None, obj) for info, obj in work))

@@ -4,7 +4,18 @@ supervisor in the foreground, as the lab runs them as separate systemd units.
 
 Start order follows the dependencies: the API server first (its ``--port 0`` choice is read from its
 first output line, then ``/readyz`` is polled), then the components that only need its kubeconfig.
-Each child logs to ``DATA_DIR/logs/<name>.log``. Where the children are (pids, ports) is written to
+Each child logs to ``DATA_DIR/logs/<name>.log``.
+
+Identities as in a kubeadm cluster: the API server's CA in ``DATA_DIR/pki`` signs a client certificate
+for each component (``pki/<component>.crt``, none of them in ``system:masters``) and each gets its own
+``DATA_DIR/<component>.kubeconfig``: the controller-manager as ``system:kube-controller-manager`` with
+``--use-service-account-credentials`` (each controller acts as its ServiceAccount in kube-system), the
+scheduler as ``system:kube-scheduler``. The fake nodes are one process serving every fake node through
+one pod watch, which no single ``system:node:<name>`` identity may make (the Node authorizer lets a node
+see only its own pods), so they act as ``minikube-py:fake-nodes`` with a ClusterRole of exactly what they
+write — as kwok runs with a role of its own. Only the admin kubeconfig is in ``system:masters``. The API
+server encrypts Secrets at rest with the key ``apiserver --local`` keeps in
+``DATA_DIR/encryption-config.yaml``. Where the children are (pids, ports) is written to
 ``DATA_DIR/cluster.json`` for tools and tests, and removed on exit.
 
 Stopping: SIGTERM to every child by PID (the API server last, so that the others do not spend
@@ -41,6 +52,23 @@ log = logging.getLogger(__name__)
 CHILD_ORDER = ("apiserver", "controller-manager", "scheduler", "fake-nodes")
 STANDARD_PORTS = {"scheduler": 10259, "controller-manager": 10257}
 STATE_FILE = "cluster.json"
+FAKE_NODES_USER = "minikube-py:fake-nodes"
+# Client certificate (DATA_DIR/pki/<stem>.crt) and kubeconfig (DATA_DIR/<stem>.kubeconfig) per component:
+# stem -> (user, groups).
+COMPONENT_IDENTITIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "controller-manager": ("system:kube-controller-manager", ()),
+    "scheduler": ("system:kube-scheduler", ()),
+    "fake-nodes": (FAKE_NODES_USER, ()),
+}
+# What the fake nodes do, and nothing else: register and heartbeat their Nodes and Leases, and play
+# the kubelet for the pods bound to them.
+FAKE_NODES_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+    {"apiGroups": [""], "resources": ["nodes/status", "pods/status"], "verbs": ["update", "patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "update", "patch"]},
+]
 
 
 class ClusterError(RuntimeError):
@@ -141,6 +169,61 @@ class LocalCluster:
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
 
+    def component_kubeconfig(self, stem: str) -> Path:
+        return self.data_dir / f"{stem}.kubeconfig"
+
+    # ---- identities ----
+
+    def _ensure_identities(self) -> None:
+        """The components' client certificates, made once by the CA the API server uses (which this makes
+        first when it is missing, exactly as ``apiserver --local`` would)."""
+        from minikube_py.pki import PKIError, ensure_pki
+
+        addresses = ["127.0.0.1", *([self.nodes.host_ip] if self.nodes else [])]
+        try:
+            ensure_pki(self.data_dir / "pki", master_addresses=addresses, clients=COMPONENT_IDENTITIES)
+        except (PKIError, OSError) as e:
+            raise ClusterError(f"certificates in {self.data_dir / 'pki'}: {e}") from None
+
+    def _write_component_kubeconfigs(self) -> None:
+        """Written on every start: the API server's port may differ from the last run's."""
+        from minikube_py.client.kubeconfig import write_kubeconfig
+        from minikube_py.pki import CertPair, PKIError
+
+        pki = self.data_dir / "pki"
+        try:
+            ca_pem = (pki / "ca.crt").read_bytes()
+            for stem, (user, _) in COMPONENT_IDENTITIES.items():
+                pair = CertPair.load(pki / f"{stem}.crt", pki / f"{stem}.key")
+                write_kubeconfig(self.component_kubeconfig(stem), server=f"https://127.0.0.1:{self.api_port}",
+                                 ca_pem=ca_pem, user=user, client_cert_pem=pair.cert_pem,
+                                 client_key_pem=pair.key_pem)
+        except (PKIError, OSError, ValueError) as e:
+            raise ClusterError(f"component kubeconfigs: {e}") from None
+
+    async def _grant_fake_nodes(self) -> None:
+        """The fake nodes' ClusterRole and binding, made (or brought back to these rules) with the admin
+        kubeconfig before they start."""
+        from minikube_py.client import APIClient, ApiStatusError
+
+        name = FAKE_NODES_USER
+        rbac = "rbac.authorization.k8s.io"
+        role = {"apiVersion": f"{rbac}/v1", "kind": "ClusterRole", "metadata": {"name": name},
+                "rules": FAKE_NODES_RULES}
+        binding = {"apiVersion": f"{rbac}/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+                   "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": name},
+                   "subjects": [{"apiGroup": rbac, "kind": "User", "name": FAKE_NODES_USER}]}
+        try:
+            async with APIClient.from_kubeconfig(self.kubeconfig, user_agent="minikube-py-up") as client:
+                for res, obj in ((f"clusterroles.{rbac}", role), (f"clusterrolebindings.{rbac}", binding)):
+                    current = await client.get_or_none(res, name)
+                    if current is None:
+                        await client.create(res, obj)
+                    else:
+                        await client.update(res, {**current, **{k: v for k, v in obj.items() if k != "metadata"}})
+        except (ApiStatusError, OSError) as e:
+            raise ClusterError(f"cannot grant the fake nodes their role: {e}") from None
+
     # ---- command lines ----
 
     def _cli(self, *args: str) -> list[str]:
@@ -160,24 +243,32 @@ class LocalCluster:
                 flags += [flag, _seconds(value)]
         return flags
 
+    def _client_ca_flags(self) -> list[str]:
+        # Client certificates of the cluster CA may scrape /metrics on 10257/10259 (tokens always may,
+        # through a TokenReview); the API server makes the CA before these children start.
+        return ["--client-ca-file", str(self.data_dir / "pki" / "ca.crt")]
+
     def plan(self) -> list[Child]:
         """The children after the API server, with their command lines (ports chosen now)."""
-        kc = str(self.kubeconfig)
         c = self.config
         out = []
         port = self._component_port("controller-manager")
-        cm = ["controller-manager", "--kubeconfig", kc, "--secure-port", str(port), *self._leader_flags()]
+        cm = ["controller-manager", "--kubeconfig", str(self.component_kubeconfig("controller-manager")),
+              "--use-service-account-credentials", "--secure-port", str(port), *self._client_ca_flags(),
+              *self._leader_flags()]
         if c.node_monitor_grace_period is not None:
             cm += ["--node-monitor-grace-period", _seconds(c.node_monitor_grace_period)]
         if c.pod_eviction_timeout is not None:
             cm += ["--pod-eviction-timeout", _seconds(c.pod_eviction_timeout)]
         out.append(Child("controller-manager", self._cli(*cm), self.log_dir / "controller-manager.log", port))
         port = self._component_port("scheduler")
-        out.append(Child("scheduler", self._cli("scheduler", "--kubeconfig", kc, "--secure-port", str(port),
-                                                *self._leader_flags()),
+        out.append(Child("scheduler", self._cli("scheduler", "--kubeconfig",
+                                                str(self.component_kubeconfig("scheduler")), "--secure-port", str(port),
+                                                *self._client_ca_flags(), *self._leader_flags()),
                          self.log_dir / "scheduler.log", port))
         if c.fake_nodes:
-            out.append(Child("fake-nodes", self._cli("fake-nodes", "--kubeconfig", kc, "--count",
+            out.append(Child("fake-nodes", self._cli("fake-nodes", "--kubeconfig",
+                                                     str(self.component_kubeconfig("fake-nodes")), "--count",
                                                      str(c.fake_nodes), "--heartbeat", _seconds(c.heartbeat())),
                              self.log_dir / "fake-nodes.log"))
         return out
@@ -270,7 +361,11 @@ class LocalCluster:
         try:
             if self.nodes:
                 await self._nodes_step(self.nodes.prepare())
+            await asyncio.to_thread(self._ensure_identities)
             await self._start_apiserver()
+            self._write_component_kubeconfigs()
+            if self.config.fake_nodes:
+                await self._grant_fake_nodes()
             for child in self.plan():
                 await self._spawn(child)
             if self.nodes:

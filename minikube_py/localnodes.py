@@ -437,7 +437,9 @@ class LocalNodes:
         pki = self.plan.data_dir / "pki"
         return ["--bind-address", "0.0.0.0", "--advertise-address", self.plan.host_ip,
                 "--kubelet-client-certificate", str(pki / f"{KUBELET_CLIENT}.crt"),
-                "--kubelet-client-key", str(pki / f"{KUBELET_CLIENT}.key")]
+                "--kubelet-client-key", str(pki / f"{KUBELET_CLIENT}.key"),
+                # The kubelets' serving certificates are issued by the cluster CA (_write_kubeconfigs).
+                "--kubelet-certificate-authority", str(pki / "ca.crt")]
 
     # ---- before the API server ----
 
@@ -532,7 +534,12 @@ class LocalNodes:
             cluster, node.netns, "kubelet", "--kubeconfig", str(node.dir / "kubelet.kubeconfig"),
             "--hostname-override", node.name, "--node-ip", node.ip, "--runtime-endpoint", str(node.runtime_socket),
             "--root-dir", str(node.kubelet_root), "--pod-log-dir", str(node.dir / "logs"),
-            "--bind-address", node.ip)
+            "--bind-address", node.ip, "--tls-cert-file", str(node.dir / "kubelet-serving.crt"),
+            "--tls-private-key-file", str(node.dir / "kubelet-serving.key"),
+            # The kubelet API as kubeadm sets it up: the API server's client certificate or a token the API
+            # server vouches for, and a SubjectAccessReview per request.
+            "--client-ca-file", str(self.plan.data_dir / "pki" / "ca.crt"), "--anonymous-auth=false",
+            "--authentication-token-webhook=true", "--authorization-mode", "Webhook")
 
     def _proxy_argv(self, cluster: LocalCluster, node: NodeNet) -> list[str]:
         return self._python(
@@ -575,9 +582,9 @@ class LocalNodes:
 
     def _write_kubeconfigs(self, api_port: int) -> None:
         """Per node, client certificates for the kubelet (system:node:<name>) and the proxy, reaching the
-        API server over the bridge."""
+        API server over the bridge, and the kubelet's serving certificate."""
         from minikube_py.client.kubeconfig import write_kubeconfig
-        from minikube_py.pki import CertPair, issue_cert
+        from minikube_py.pki import CertPair, issue_cert, write_private_file
 
         pki = self.plan.data_dir / "pki"
         ca = CertPair.load(pki / "ca.crt", pki / "ca.key")
@@ -588,6 +595,11 @@ class LocalNodes:
                 pair = issue_cert(ca, cn, organizations=groups, client=True)
                 write_kubeconfig(node.dir / file, server=server, ca_pem=ca.cert_pem, user=cn,
                                  client_cert_pem=pair.cert_pem, client_key_pem=pair.key_pem)
+            # The kubelet's serving certificate, for its name and node IP, so that the API server can verify it.
+            serving = issue_cert(ca, f"system:node:{node.name}", organizations=["system:nodes"],
+                                 dns_names=[node.name], ip_addresses=[node.ip], server=True)
+            write_private_file(node.dir / "kubelet-serving.crt", serving.cert_pem)
+            write_private_file(node.dir / "kubelet-serving.key", serving.key_pem)
 
     async def _wait_runtime(self, cluster: LocalCluster, node: NodeNet, deadline: float) -> None:
         from minikube_py.runtime.client import RuntimeClient, RuntimeServiceError

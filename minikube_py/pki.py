@@ -1,6 +1,7 @@
-"""The cluster's certificate authority and the certificates it signs.
+"""The cluster's certificate authorities and the certificates they sign.
 
-One self-signed CA signs every serving and client certificate, as kubeadm does. A client
+One self-signed CA signs every serving and client certificate of the API side, as kubeadm does;
+etcd has a CA of its own (:func:`ensure_etcd_pki`). A client
 certificate's CN is the user name and its O entries are the groups (Kubernetes' x509 authenticator
 reads them that way), so ``admin`` with ``O=system:masters`` is the cluster administrator.
 
@@ -263,39 +264,120 @@ def ensure_pki(
         _check_is_ca(ca.certificate, ca.private_key)
 
     for stem, (cn, orgs, server, client) in leaves.items():
-        cert_path, key_path = paths[f"{stem}.crt"], paths[f"{stem}.key"]
-        existing = _existing_pair(cert_path, key_path)
-        if existing is None:
-            pair = issue_cert(
-                ca,
-                cn,
-                organizations=orgs,
-                dns_names=dns if server else (),
-                ip_addresses=ips if server else (),
-                server=server,
-                client=client,
-            )
-            _save_new(pair, cert_path, key_path)
-            continue
-        _check_signed_by(existing.certificate, ca.certificate, cert_path)
-        subject = existing.certificate.subject
-        found = (
-            [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)],
-            [a.value for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)],
+        _ensure_leaf(
+            ca, paths[f"{stem}.crt"], paths[f"{stem}.key"], cn, orgs, server=server, client=client,
+            dns=dns if server else [], ips=ips if server else [],
         )
-        if client and found != ([cn], list(orgs)):
-            # The subject is the identity the API server sees; a stale one would authenticate as someone else.
+    return paths
+
+
+def _ensure_leaf(
+    ca: CertPair,
+    cert_path: Path,
+    key_path: Path,
+    cn: str,
+    orgs: Sequence[str],
+    *,
+    server: bool,
+    client: bool,
+    dns: list[str],
+    ips: list[str],
+) -> None:
+    """Issue the pair where missing; else check it is ``ca``'s, for ``cn``/``orgs`` and covers the SANs."""
+    existing = _existing_pair(cert_path, key_path)
+    if existing is None:
+        pair = issue_cert(
+            ca, cn, organizations=orgs, dns_names=dns, ip_addresses=ips, server=server, client=client
+        )
+        _save_new(pair, cert_path, key_path)
+        return
+    _check_signed_by(existing.certificate, ca.certificate, cert_path)
+    subject = existing.certificate.subject
+    found = (
+        [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)],
+        [a.value for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)],
+    )
+    if client and found != ([cn], list(orgs)):
+        # The subject is the identity the API server sees; a stale one would authenticate as someone else.
+        raise PKIError(
+            f"{cert_path} is for CN={found[0]} O={found[1]}, not CN={cn} O={list(orgs)}; "
+            f"remove {cert_path.name} and {key_path.name} to issue a new one"
+        )
+    if server:
+        missing = sorted(set(dns + ips) - set(_sans(existing.certificate)))
+        if missing:
             raise PKIError(
-                f"{cert_path} is for CN={found[0]} O={found[1]}, not CN={cn} O={list(orgs)}; "
+                f"{cert_path} does not cover {', '.join(missing)}; "
                 f"remove {cert_path.name} and {key_path.name} to issue a new one"
             )
-        if server:
-            missing = sorted(set(dns + ips) - set(_sans(existing.certificate)))
-            if missing:
-                raise PKIError(
-                    f"{cert_path} does not cover {', '.join(missing)}; "
-                    f"remove {cert_path.name} and {key_path.name} to issue a new one"
-                )
+
+
+@dataclass(frozen=True)
+class EtcdMember:
+    """One etcd member: its name (also a DNS SAN) and the addresses it serves on."""
+
+    name: str
+    ips: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+
+
+# kubeadm's names: the API server's client pair sits beside its other pairs, the rest under etcd/.
+ETCD_SUBDIR = "etcd"
+ETCD_CA_CN = "etcd-ca"
+APISERVER_ETCD_CLIENT = ("apiserver-etcd-client", "kube-apiserver-etcd-client")
+ETCD_HEALTHCHECK_CLIENT = (f"{ETCD_SUBDIR}/healthcheck-client", "kube-etcd-healthcheck-client")
+
+
+def etcd_member_sans(member: EtcdMember) -> tuple[list[str], list[str]]:
+    """(DNS names, IPs) of a member's server and peer certificates, as kubeadm makes them."""
+    dns = _dedupe(_check_dns_name(n) for n in (member.name, *member.dns, "localhost"))
+    ips = _dedupe(parse_ip(a) for a in (*member.ips, "127.0.0.1", "::1"))
+    return dns, ips
+
+
+def ensure_etcd_pki(directory: Path, members: Sequence[EtcdMember]) -> dict[str, Path]:
+    """Create etcd's own CA and certificates in ``directory`` where missing (kubeadm's layout).
+
+    etcd gets a CA of its own (``etcd/ca.crt``) rather than the cluster CA: etcd admits any client
+    whose certificate its CA signed, so with the cluster CA every kubelet and every user would get
+    the whole store. Per member ``etcd/server-NAME`` and ``etcd/peer-NAME`` (serverAuth and
+    clientAuth: etcd also dials itself and its peers with them); clients ``apiserver-etcd-client``
+    for the API server and ``etcd/healthcheck-client`` for etcdctl and probes. Existing files are
+    kept and checked as :func:`ensure_pki` does. Returns names such as ``"etcd/ca.crt"`` -> path.
+    """
+    if isinstance(members, EtcdMember) or not members:
+        raise PKIError("give at least one etcd member")
+    directory = Path(directory)
+    leaves: dict[str, tuple[str, bool, list[str], list[str]]] = {}
+    for m in members:
+        if not isinstance(m, EtcdMember) or not _STEM.match(m.name):
+            raise PKIError(f"cannot use {getattr(m, 'name', m)!r} as an etcd member name")
+        if isinstance(m.ips, str) or isinstance(m.dns, str):
+            raise TypeError("EtcdMember.ips and .dns take sequences of strings")
+        dns, ips = etcd_member_sans(m)
+        for kind in ("server", "peer"):
+            stem = f"{ETCD_SUBDIR}/{kind}-{m.name}"
+            if stem in leaves:
+                raise PKIError(f"etcd member {m.name!r} is given twice")
+            leaves[stem] = (m.name, True, dns, ips)
+    for stem, cn in (APISERVER_ETCD_CLIENT, ETCD_HEALTHCHECK_CLIENT):
+        leaves[stem] = (cn, False, [], [])
+    try:
+        (directory / ETCD_SUBDIR).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PKIError(f"cannot create {directory / ETCD_SUBDIR}: {e.strerror}") from None
+    paths = {f"{stem}.{ext}": directory / f"{stem}.{ext}"
+             for stem in (f"{ETCD_SUBDIR}/ca", *leaves) for ext in ("crt", "key")}
+    ca_cert, ca_key = paths[f"{ETCD_SUBDIR}/ca.crt"], paths[f"{ETCD_SUBDIR}/ca.key"]
+    ca = _existing_pair(ca_cert, ca_key)
+    if ca is None:
+        ca = create_ca(ETCD_CA_CN)
+        _save_new(ca, ca_cert, ca_key)
+    else:
+        _check_is_ca(ca.certificate, ca.private_key)
+    for stem, (cn, server, dns, ips) in leaves.items():
+        _ensure_leaf(ca, paths[f"{stem}.crt"], paths[f"{stem}.key"], cn, (), server=server, client=True,
+                     dns=dns, ips=ips)
     return paths
 
 

@@ -315,8 +315,18 @@ def _unknown_fields(request: web.Request, info: ResourceInfo, obj: dict[str, Any
 async def _create(srv: APIServer, request: web.Request, info: ResourceInfo, namespace: str | None
                   ) -> web.Response:
     obj, warnings = await _read_object(request, info)
-    created = await srv.registry.create(info, namespace, obj, dry_run=_dry_run(request))
+    dry_run = _dry_run(request)
+    created = await srv.registry.create(info, namespace, await _admitted(srv, info, namespace, obj), dry_run=dry_run)
     return _json(created, 201, warnings)
+
+
+async def _admitted(srv: APIServer, info: ResourceInfo, namespace: str | None, obj: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """``obj`` after the mutating admission plugins (apiserver/admission.py) a create goes through."""
+    from .admission import admit_create
+
+    await admit_create(srv.registry, info, namespace, obj, srv.config.extra.get("disabled_admission_plugins", ()))
+    return obj
 
 
 async def _update(srv: APIServer, request: web.Request, info: ResourceInfo, namespace: str | None, name: str
@@ -371,13 +381,14 @@ async def _patch(srv: APIServer, request: web.Request, info: ResourceInfo, names
     fn, rv = _patch_fn(request, info, patch, kind)
     warnings: list[str] = []
 
-    def mutate(old: dict[str, Any] | None) -> dict[str, Any]:
+    def mutate(old: dict[str, Any] | None) -> Any:
         new = fn(old)
         if not isinstance(new, dict):
             raise errors.ApiError(422, "Invalid", "the patch did not produce an object")
         new = _check_kind(new, info)
         warnings[:] = _unknown_fields(request, info, new)
-        return new
+        # An apply that creates the object is admitted as a create is.
+        return _admitted(srv, info, namespace, new) if old is None else new
 
     updated, created = await srv.registry.update(
         info, namespace, name, mutate, subresource=subresource, dry_run=_dry_run(request),

@@ -167,6 +167,8 @@ def _uses_tls(srv: APIServer) -> bool:
 @functools.lru_cache(maxsize=8)
 def _client_ssl(cert: Path | None, key: Path | None, ca: Path | None) -> ssl.SSLContext:
     if ca is not None:
+        # --kubelet-certificate-authority: the kubelet's serving certificate must chain to it and name the
+        # address dialled (its InternalIP), as kube-apiserver checks it.
         ctx = ssl.create_default_context(cafile=str(ca))
     else:
         # kube-apiserver without --kubelet-certificate-authority does not verify the kubelet either.
@@ -187,7 +189,26 @@ def kubelet_session(srv: APIServer) -> aiohttp.ClientSession:
                                  timeout=timeout, auto_decompress=False)
 
 
+# OpenSSL's verify codes that Go words as an unknown authority (the usual case: a kubelet with a
+# self-signed certificate while --kubelet-certificate-authority is given) or an expired certificate.
+_UNKNOWN_AUTHORITY_CODES = {18, 19, 20, 21}
+_EXPIRED_CODES = {9, 10}
+
+
+def _certificate_problem(e: aiohttp.ClientConnectorCertificateError) -> str:
+    cause = e.certificate_error
+    code = getattr(cause, "verify_code", None)
+    if code in _UNKNOWN_AUTHORITY_CODES:
+        return "x509: certificate signed by unknown authority"
+    if code in _EXPIRED_CODES:
+        return "x509: certificate has expired or is not yet valid"
+    return f"x509: {getattr(cause, 'verify_message', '') or cause}"
+
+
 def _unreachable(node_name: str, url: URL, e: BaseException) -> errors.ApiError:
+    if isinstance(e, aiohttp.ClientConnectorCertificateError):
+        # --kubelet-certificate-authority refused the kubelet's serving certificate: kube-apiserver's words.
+        return errors.internal_error(f'Get "{url}": tls: failed to verify certificate: {_certificate_problem(e)}')
     if isinstance(e, aiohttp.ClientConnectorError):
         err = e.os_error
         detail = os.strerror(err.errno) if err.errno else (err.strerror or str(err))

@@ -257,6 +257,16 @@ def bootstrap_cluster_roles() -> list[dict[str, Any]]:
             _rule(["get"], [""], ["serviceaccounts/token"]),
             _rule(["create"], [""], ["serviceaccounts/token"]),
         ],
+        # Full access to the kubelet API (10250), which maps its paths onto these subresources.
+        "system:kubelet-api-admin": [
+            _rule(READ, [""], ["nodes"]),
+            _rule(["proxy"], [""], ["nodes"]),
+            _rule(["*"], [""], ["nodes/proxy", "nodes/metrics", "nodes/stats", "nodes/log", "nodes/spec",
+                                "nodes/checkpoint"]),
+        ],
+        # Scraping and probing the components' own ports (10257, 10259) and the API server.
+        "system:monitoring": [{"verbs": ["get"], "nonResourceURLs": [
+            "/metrics", "/metrics/slis", "/livez", "/readyz", "/healthz", "/livez/*", "/readyz/*", "/healthz/*"]}],
         "system:node-proxier": [
             _rule(["list", "watch"], [""], ["endpoints", "services"]),
             _rule(READ, [""], ["nodes"]),
@@ -270,6 +280,94 @@ def bootstrap_cluster_roles() -> list[dict[str, Any]]:
                                 "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}}
         out.append({"apiVersion": f"{GROUP}/v1", "kind": "ClusterRole", "metadata": meta, "rules": rules})
     return out
+
+
+CONTROLLER_ROLE_PREFIX = "system:controller:"
+CONTROLLER_NAMESPACE = "kube-system"
+
+
+def _events_rule() -> dict[str, Any]:
+    # Kubernetes' controllers create, update and patch events; "get" is added because our event
+    # recorder reads an event back to bump its count, where client-go's correlator keeps it in memory.
+    return _rule(["create", "update", "patch", "get"], ["", "events.k8s.io"], ["events"])
+
+
+def controller_roles() -> dict[str, list[dict[str, Any]]]:
+    """``system:controller:<ServiceAccount>`` rules for the controllers this controller-manager runs with
+    ``--use-service-account-credentials``: the ServiceAccount names and rules of Kubernetes' bootstrap
+    controller policy, for the resources this API server serves. Reads through the shared informers use
+    the controller-manager's own identity (list/watch on everything), as in Kubernetes."""
+    core, apps = [""], ["apps", "extensions"]
+    return {
+        "deployment-controller": [
+            _rule(["get", "list", "watch", "update"], apps, ["deployments"]),
+            _rule(["update"], apps, ["deployments/status", "deployments/finalizers"]),
+            _rule(["get", "list", "watch", "create", "update", "patch", "delete"], apps, ["replicasets"]),
+            _rule(["get", "list", "watch", "update"], core, ["pods"]),
+            _events_rule()],
+        "replicaset-controller": [
+            _rule(["get", "list", "watch", "update"], apps, ["replicasets"]),
+            _rule(["update"], apps, ["replicasets/status", "replicasets/finalizers"]),
+            _rule(["list", "watch", "patch", "create", "delete"], core, ["pods"]),
+            _events_rule()],
+        "daemon-set-controller": [
+            _rule(["get", "list", "watch"], apps, ["daemonsets"]),
+            _rule(["update"], apps, ["daemonsets/status", "daemonsets/finalizers"]),
+            _rule(["list", "watch"], core, ["nodes"]),
+            _rule(["list", "watch", "create", "delete", "patch"], core, ["pods"]),
+            _rule(["create"], core, ["pods/binding"]),
+            _rule(["get", "list", "watch", "create", "delete", "update", "patch"], ["apps"], ["controllerrevisions"]),
+            _events_rule()],
+        # The node IPAM and node lifecycle controllers share one account, as in Kubernetes.
+        "node-controller": [
+            _rule(["get", "list", "watch", "update", "delete", "patch"], core, ["nodes"]),
+            _rule(["patch", "update"], core, ["nodes/status", "pods/status"]),
+            _rule(["list", "watch", "get", "delete"], core, ["pods"]),
+            _events_rule()],
+        "endpoint-controller": [
+            _rule(["get", "list", "watch"], core, ["services", "pods"]),
+            _rule(["get", "list", "watch", "create", "update", "delete"], core, ["endpoints"]),
+            _rule(["create"], core, ["endpoints/restricted"]),
+            _events_rule()],
+        "endpointslice-controller": [
+            _rule(["get", "list", "watch"], core, ["services", "pods", "nodes"]),
+            _rule(["update"], core, ["services/finalizers"]),
+            _rule(["get", "list", "watch", "create", "update", "delete"], ["discovery.k8s.io"], ["endpointslices"]),
+            _events_rule()],
+        "service-account-controller": [
+            _rule(["create"], core, ["serviceaccounts"]),
+            _events_rule()],
+        "namespace-controller": [
+            _rule(["get", "list", "watch", "delete"], core, ["namespaces"]),
+            _rule(["update"], core, ["namespaces/finalize", "namespaces/status"]),
+            _rule(["get", "list", "watch", "delete", "deletecollection"], ["*"], ["*"])],
+        "generic-garbage-collector": [
+            _rule(["get", "list", "watch", "patch", "update", "delete"], ["*"], ["*"]),
+            _events_rule()],
+        "root-ca-cert-publisher": [
+            _rule(["create", "update"], core, ["configmaps"]),
+            _events_rule()],
+    }
+
+
+def _bootstrap_meta(name: str) -> dict[str, Any]:
+    return {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}}
+
+
+def controller_cluster_roles() -> list[dict[str, Any]]:
+    return [{"apiVersion": f"{GROUP}/v1", "kind": "ClusterRole",
+             "metadata": _bootstrap_meta(CONTROLLER_ROLE_PREFIX + sa), "rules": rules}
+            for sa, rules in controller_roles().items()]
+
+
+def controller_cluster_role_bindings() -> list[dict[str, Any]]:
+    """Each role bound to the ServiceAccount of the same name in kube-system, as Kubernetes binds them."""
+    return [{"apiVersion": f"{GROUP}/v1", "kind": "ClusterRoleBinding",
+             "metadata": _bootstrap_meta(CONTROLLER_ROLE_PREFIX + sa),
+             "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": CONTROLLER_ROLE_PREFIX + sa},
+             "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": CONTROLLER_NAMESPACE}]}
+            for sa in controller_roles()]
 
 
 def bootstrap_cluster_role_bindings() -> list[dict[str, Any]]:
@@ -286,6 +384,12 @@ def bootstrap_cluster_role_bindings() -> list[dict[str, Any]]:
         "system:kube-controller-manager": ("system:kube-controller-manager",
                                            [subj("User", "system:kube-controller-manager")]),
         "system:node-proxier": ("system:node-proxier", [subj("User", "system:kube-proxy")]),
+        "system:monitoring": ("system:monitoring", [subj("Group", "system:monitoring")]),
+        # The API server's client identity towards the kubelets (kube-apiserver-kubelet-client), as
+        # Kubernetes the hard way binds it: logs and exec keep working if its certificate is not in
+        # system:masters.
+        "system:kube-apiserver-kubelet-client": ("system:kubelet-api-admin",
+                                                 [subj("User", "kube-apiserver-kubelet-client")]),
     }
     out = []
     for name, (role, subjects) in bindings.items():
@@ -300,8 +404,8 @@ async def bootstrap_policy(srv: APIServer) -> None:
     """Create the bootstrap ClusterRoles and ClusterRoleBindings that are missing (existing ones,
     perhaps edited by an administrator, stay as they are)."""
     roles, bindings = _info("clusterroles"), _info("clusterrolebindings")
-    work = [(roles, obj) for obj in bootstrap_cluster_roles()] + \
-        [(bindings, obj) for obj in bootstrap_cluster_role_bindings()]
+    work = [(roles, obj) for obj in bootstrap_cluster_roles() + controller_cluster_roles()] + \
+        [(bindings, obj) for obj in bootstrap_cluster_role_bindings() + controller_cluster_role_bindings()]
 
     from .bootstrap import ensure_object
 

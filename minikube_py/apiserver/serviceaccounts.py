@@ -251,7 +251,19 @@ class ServiceAccountTokens:
             meta = obj["metadata"]
             if uid and meta.get("uid") != uid:
                 return False
+            if plural == "pods" and _deleted_before(meta.get("deletionTimestamp"), time.time() - LEEWAY):
+                return False  # its grace period is over: the pod is as good as gone
         return True
+
+
+def _deleted_before(timestamp: Any, t: float) -> bool:
+    if not isinstance(timestamp, str) or not timestamp:
+        return False
+    try:
+        when = dt.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return False
+    return when.timestamp() < t
 
 
 def _check(key: PublicKey, alg: Any, data: bytes, sig: bytes) -> bool:
@@ -318,6 +330,7 @@ async def handle_token_request(srv: APIServer, request: web.Request, info: Resou
         if (obj.get("spec") or {}).get("serviceAccountName", "default") != name:
             raise errors.bad_request(f'pod {obj["metadata"]["name"]} does not use service account "{name}"')
         pod = (obj["metadata"]["name"], obj["metadata"].get("uid", ""))
+    _restrict_node(request, name, ref, obj if ref else None)
     token, exp = tokens.sign(namespace or "", name, sa["metadata"].get("uid", ""), expiration=expiration,
                              audiences=audiences, pod=pod)
     out = {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
@@ -326,6 +339,22 @@ async def handle_token_request(srv: APIServer, request: web.Request, info: Resou
                     "boundObjectRef": ref or None},
            "status": {"token": token, "expirationTimestamp": _rfc3339(exp)}}
     return json_response(out, 201)
+
+
+def _restrict_node(request: web.Request, name: str, ref: Any, pod: dict[str, Any] | None) -> None:
+    """NodeRestriction admission: a kubelet gets tokens only bound to a pod scheduled on its own node
+    (the Node authorizer already let it ask only for the accounts of pods bound there)."""
+    from .nodeauthz import node_name
+
+    user = request.get("user")
+    node = node_name(user) if user is not None else None
+    if node is None:
+        return
+    if not ref or pod is None:
+        raise errors.forbidden(f'serviceaccounts "{name}" is forbidden: node requested token not bound to a pod')
+    if (pod.get("spec") or {}).get("nodeName") != node:
+        raise errors.forbidden(f'serviceaccounts "{name}" is forbidden: node requested token bound to a pod '
+                               f"scheduled on a different node")
 
 
 def _rfc3339(t: float) -> str:

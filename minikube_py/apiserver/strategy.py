@@ -126,6 +126,20 @@ def prepare_for_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, A
         spec, old_spec = new.get("spec"), old.get("spec") or {}
         if isinstance(spec, dict) and old_spec.get("nodeName") and not spec.get("nodeName"):
             spec["nodeName"] = old_spec["nodeName"]
+        if isinstance(spec, dict):
+            _mirror_service_account(spec, old_spec)
+
+
+def _mirror_service_account(spec: dict[str, Any], old_spec: dict[str, Any]) -> None:
+    """``spec.serviceAccount`` is the deprecated mirror of ``serviceAccountName``: Kubernetes keeps only
+    the name and writes the mirror on output, so an update that drops or keeps the mirror changes
+    nothing (and a change of the name is refused by validation, as spec changes are)."""
+    if not spec.get("serviceAccountName") and spec.get("serviceAccount"):
+        spec["serviceAccountName"] = spec["serviceAccount"]
+    if "serviceAccount" in old_spec and spec.get("serviceAccountName"):
+        spec["serviceAccount"] = spec["serviceAccountName"]
+    elif "serviceAccount" not in old_spec and spec.get("serviceAccount") == spec.get("serviceAccountName"):
+        spec.pop("serviceAccount", None)
 
 
 def _keep_service_allocations(new: dict[str, Any], old: dict[str, Any]) -> None:

@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="comma-separated etcd client endpoints, e.g. http://10.0.0.1:2379,10.0.0.2:2379")
     store.add_argument("--sqlite-path", metavar="FILE", type=Path,
                        help="the embedded SQLite store (default: DATA_DIR/store.db with --local)")
+    etcd_tls = p.add_argument_group("TLS to etcd (https:// endpoints)")
+    etcd_tls.add_argument("--etcd-cafile", type=Path, metavar="FILE",
+                          help="CA that signed etcd's serving certificates (default: the system's CAs)")
+    etcd_tls.add_argument("--etcd-certfile", type=Path, metavar="FILE",
+                          help="client certificate presented to etcd (its --client-cert-auth)")
+    etcd_tls.add_argument("--etcd-keyfile", type=Path, metavar="FILE", help="its key")
     p.add_argument("--local", action="store_true",
                    help="local development: create the CA, certificates, a token and DATA_DIR/admin.kubeconfig "
                         "on first start; store in DATA_DIR")
@@ -54,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="PEM private key (RSA or EC P-256) that signs ServiceAccount tokens")
     p.add_argument("--service-account-issuer", default="https://kubernetes.default.svc.cluster.local",
                    metavar="URL", help="the iss claim of ServiceAccount tokens, and the accepted audience")
+    p.add_argument("--disable-admission-plugins", default="", metavar="LIST",
+                   help="admission plugins to turn off (known: ServiceAccount, on by default); harnesses "
+                        "without a controller-manager, which makes the default ServiceAccounts, turn it off")
     p.add_argument("--encryption-provider-config", type=Path, metavar="FILE",
                    help="EncryptionConfiguration (apiserver.config.k8s.io/v1): encrypt these resources at rest")
     p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
@@ -84,9 +93,28 @@ def _build_config(args: argparse.Namespace) -> tuple[Config, str]:
     data_dir: Path | None = args.data_dir
     if args.local and data_dir is None:
         raise UserError("--local needs --data-dir DIR")
+    etcd_files = (args.etcd_cafile, args.etcd_certfile, args.etcd_keyfile)
+    if any(etcd_files) and not args.etcd_servers:
+        raise UserError("--etcd-cafile, --etcd-certfile and --etcd-keyfile need --etcd-servers")
+    if (args.etcd_certfile is None) != (args.etcd_keyfile is None):
+        raise UserError("--etcd-certfile and --etcd-keyfile go together")
     if args.etcd_servers:
-        endpoints = [e.strip().removeprefix("http://").removeprefix("https://")
-                     for e in args.etcd_servers.split(",") if e.strip()]
+        endpoints = [e.strip() for e in args.etcd_servers.split(",") if e.strip()]
+        if not endpoints:
+            raise UserError("--etcd-servers: give at least one endpoint")
+        schemes = {e.split("://", 1)[0] for e in endpoints if "://" in e}
+        if {"http", "https"} <= schemes:
+            raise UserError(f"--etcd-servers {args.etcd_servers}: mixes http:// and https:// endpoints; "
+                            "every etcd member must be reached the same way")
+        if "https" in schemes and not any(etcd_files):
+            # As kube-apiserver: the system's CAs and no client certificate, which an etcd with
+            # --client-cert-auth refuses; the warning says why before the store error does.
+            logging.getLogger("minikube_py.apiserver").warning(
+                "https:// etcd endpoints without --etcd-cafile/--etcd-certfile/--etcd-keyfile: "
+                "checking etcd against the system's CAs and sending no client certificate")
+        if "http" in schemes and any(etcd_files):
+            raise UserError("--etcd-cafile/--etcd-certfile/--etcd-keyfile are for https:// etcd endpoints, "
+                            f"but --etcd-servers is {args.etcd_servers}")
         store_url = "etcd://" + ",".join(endpoints)
     else:
         path = args.sqlite_path or (data_dir / "store.db" if data_dir else None)
@@ -104,7 +132,14 @@ def _build_config(args: argparse.Namespace) -> tuple[Config, str]:
                  service_account_key_files=tuple(args.service_account_key_file),
                  service_account_signing_key=args.service_account_signing_key_file,
                  service_account_issuer=args.service_account_issuer,
-                 encryption_config=args.encryption_provider_config)
+                 encryption_config=args.encryption_provider_config, etcd_cafile=args.etcd_cafile,
+                 etcd_certfile=args.etcd_certfile, etcd_keyfile=args.etcd_keyfile)
+    from minikube_py.apiserver.admission import parse_disabled
+
+    try:
+        cfg.extra["disabled_admission_plugins"] = parse_disabled(args.disable_admission_plugins)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     from minikube_py.apiserver.rbac import AUTHORIZATION_MODES
 
     modes = [m.strip() for m in cfg.authorization_mode.split(",") if m.strip()]
@@ -172,8 +207,13 @@ async def serve(cfg: Config, kubeconfig: str = "") -> None:
     from minikube_py.apiserver.server import APIServer
     from minikube_py.store import StoreError, open_store
 
+    tls = None
+    if cfg.etcd_cafile or cfg.etcd_certfile or cfg.etcd_keyfile:
+        from minikube_py.store.etcd_tls import EtcdTLS
+
+        tls = EtcdTLS(cfg.etcd_cafile, cfg.etcd_certfile, cfg.etcd_keyfile)
     try:
-        store = await open_store(cfg.store_url)
+        store = await open_store(cfg.store_url, etcd_tls=tls)
     except (StoreError, OSError, ValueError) as e:
         raise UserError(f"cannot open the store {cfg.store_url}: {e}") from None
     try:

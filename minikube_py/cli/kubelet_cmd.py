@@ -2,6 +2,10 @@
 
 Stopping the kubelet leaves its pods running (the runtime keeps them); the next start finds them
 again by their labels. Every path and port is a flag, so several nodes can share one machine.
+
+The API on --port is closed by default, as kubeadm and the KubeletConfiguration file set it up (the bare
+kubelet binary's flags default to open): no anonymous requests, bearer tokens checked by a TokenReview,
+every request authorized by a SubjectAccessReview, client certificates when --client-ca-file is given.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import TYPE_CHECKING
 from minikube_py.cli.main import UserError
 
 if TYPE_CHECKING:
+    from minikube_py.client import APIClient
+    from minikube_py.client.delegated_auth import DelegatedAuth
     from minikube_py.kubelet.kubelet import KubeletConfig
 
 log = logging.getLogger("minikube_py.kubelet")
@@ -92,6 +98,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-private-key-file", type=Path, default=None)
     p.add_argument("--insecure-http", action="store_true",
                    help="serve the kubelet API over plain HTTP (loopback tests only)")
+    p.add_argument("--client-ca-file", type=Path, default=None, metavar="FILE",
+                   help="CA that signs client certificates for the kubelet API (CN = user, O = groups)")
+    p.add_argument("--anonymous-auth", type=_bool, default=False, nargs="?", const=True, metavar="true|false",
+                   help="treat requests without credentials as system:anonymous instead of answering 401 "
+                        "(default false)")
+    p.add_argument("--authentication-token-webhook", type=_bool, default=True, nargs="?", const=True,
+                   metavar="true|false", help="check bearer tokens with a TokenReview (default true)")
+    p.add_argument("--authentication-token-webhook-cache-ttl", type=parse_duration, default=120.0,
+                   metavar="DURATION", help="how long token reviews are cached (2m)")
+    p.add_argument("--authorization-mode", choices=("Webhook", "AlwaysAllow"), default="Webhook",
+                   help="Webhook: a SubjectAccessReview per request (default); AlwaysAllow: no checks")
+    p.add_argument("--authorization-webhook-cache-authorized-ttl", type=parse_duration, default=300.0,
+                   metavar="DURATION", help="how long an allowed access review is cached (5m)")
+    p.add_argument("--authorization-webhook-cache-unauthorized-ttl", type=parse_duration, default=30.0,
+                   metavar="DURATION", help="how long a denied access review is cached (30s)")
     p.add_argument("--node-status-update-frequency", type=parse_duration, default=10.0, metavar="DURATION")
     p.add_argument("--node-status-report-frequency", type=parse_duration, default=300.0, metavar="DURATION")
     p.add_argument("--node-lease-renew-interval", type=parse_duration, default=10.0, metavar="DURATION")
@@ -145,6 +166,37 @@ def config_from_args(args: argparse.Namespace) -> KubeletConfig:
         backoff_cap=args.backoff_max, host_gw_routes=args.host_gw_routes)
 
 
+def build_auth(args: argparse.Namespace, client: APIClient) -> DelegatedAuth:
+    """The kubelet API's authenticator and authorizer from the flags."""
+    from minikube_py.client.delegated_auth import (
+        TOKEN_FAILURE_TTL,
+        DelegatedAuth,
+        TokenReviewer,
+        build_authorizer,
+        check_client_ca_file,
+    )
+
+    if args.insecure_http and args.client_ca_file is not None:
+        raise UserError("--client-ca-file needs HTTPS: client certificates cannot come over --insecure-http")
+    if args.client_ca_file is not None:
+        try:
+            check_client_ca_file(args.client_ca_file)
+        except ValueError as e:
+            raise UserError(f"--client-ca-file {args.client_ca_file}: {e}") from None
+    elif not args.anonymous_auth and args.authorization_mode == "Webhook":
+        log.warning("no --client-ca-file: client certificates (the API server's, for logs and exec) are not "
+                    "accepted by the kubelet API, only bearer tokens")
+    reviewer = None
+    if args.authentication_token_webhook:
+        reviewer = TokenReviewer(client, ttl=args.authentication_token_webhook_cache_ttl,
+                                 failure_ttl=TOKEN_FAILURE_TTL)
+    authorizer = build_authorizer(args.authorization_mode, client,
+                                  allow_ttl=args.authorization_webhook_cache_authorized_ttl,
+                                  deny_ttl=args.authorization_webhook_cache_unauthorized_ttl)
+    return DelegatedAuth(authorizer=authorizer, client_ca_file=args.client_ca_file, token_reviewer=reviewer,
+                         anonymous=args.anonymous_auth)
+
+
 async def serve(args: argparse.Namespace) -> int:
     from minikube_py.client import APIClient, ComponentServer
     from minikube_py.kubelet.kubelet import Kubelet
@@ -156,6 +208,11 @@ async def serve(args: argparse.Namespace) -> int:
         client = APIClient.from_kubeconfig(args.kubeconfig, user_agent=f"kubelet/{config.node_name}")
     except (OSError, ValueError) as e:
         raise UserError(f"--kubeconfig {args.kubeconfig}: {e}") from None
+    try:
+        auth = build_auth(args, client)
+    except UserError:
+        await client.close()
+        raise
     runtime = RuntimeClient(config.runtime_endpoint)
     kubelet = Kubelet(client, runtime, config)
     healthz = ComponentServer(name="kubelet", bind_address=args.healthz_bind_address, port=args.healthz_port,
@@ -170,7 +227,7 @@ async def serve(args: argparse.Namespace) -> int:
         try:
             ssl_context = None if args.insecure_http else serving_ssl_context(
                 config.node_name, config.node_ip, args.tls_cert_file, args.tls_private_key_file)
-            runner, port = await start_server(kubelet, args.bind_address, args.port, ssl_context)
+            runner, port = await start_server(kubelet, args.bind_address, args.port, ssl_context, auth)
             await healthz.start()
         except (OSError, ValueError) as e:
             raise UserError(f"cannot serve the kubelet API: {e}") from None

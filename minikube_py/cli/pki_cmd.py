@@ -1,4 +1,4 @@
-"""``minikube-py pki``: create the cluster CA, issue certificates with it, and show certificates."""
+"""``minikube-py pki``: create the cluster and etcd CAs, issue certificates with them, and show certificates."""
 
 from __future__ import annotations
 
@@ -64,6 +64,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     issue.add_argument("--force", action="store_true", help="replace existing PREFIX.crt/PREFIX.key")
     issue.set_defaults(run=_run_issue)
 
+    etcd = actions.add_parser(
+        "etcd",
+        help="create etcd's CA and certificates where missing",
+        description="Create, where missing, etcd's own CA (DIR/etcd/ca.crt; etcd trusts only it), each "
+        "member's DIR/etcd/server-NAME and DIR/etcd/peer-NAME pairs (SANs: NAME, localhost, the member's "
+        "IPs, 127.0.0.1, ::1), the API server's DIR/apiserver-etcd-client pair and DIR/etcd/healthcheck-client "
+        "for etcdctl. Existing files are kept and checked.",
+    )
+    etcd.add_argument("--dir", required=True, type=Path, help="directory for the key material (as for init)")
+    etcd.add_argument(
+        "--member",
+        action="append",
+        default=[],
+        metavar="NAME=IP[,IP...]",
+        help="an etcd member and its addresses (repeatable; default default=127.0.0.1)",
+    )
+    etcd.add_argument("--dns", action="append", default=[], metavar="NAME",
+                      help="an extra DNS name for every member's certificates")
+    etcd.set_defaults(run=_run_etcd)
+
     show = actions.add_parser("show", help="print a certificate's subject, SANs and validity")
     show.add_argument("file", type=Path, metavar="FILE", help="a PEM certificate file")
     show.set_defaults(run=_run_show)
@@ -73,6 +93,26 @@ def _run_init(args: argparse.Namespace) -> int:
     masters = args.master_address or ["127.0.0.1"]
     try:
         paths = pki.ensure_pki(args.dir, master_addresses=masters, extra_dns=args.dns)
+    except pki.PKIError as e:
+        raise UserError(str(e)) from None
+    for path in paths.values():
+        print(path)
+    return 0
+
+
+def parse_etcd_member(text: str, extra_dns: list[str] | tuple[str, ...] = ()) -> pki.EtcdMember:
+    """``NAME=IP[,IP...]`` (or a bare NAME) as an :class:`pki.EtcdMember`; UserError when malformed."""
+    name, sep, addresses = text.partition("=")
+    ips = tuple(a.strip() for a in addresses.split(",") if a.strip())
+    if not name.strip() or (sep and not ips):
+        raise UserError(f"--member {text!r}: use NAME=IP[,IP...]")
+    return pki.EtcdMember(name.strip(), ips, tuple(extra_dns))
+
+
+def _run_etcd(args: argparse.Namespace) -> int:
+    members = [parse_etcd_member(m, args.dns) for m in args.member or ["default=127.0.0.1"]]
+    try:
+        paths = pki.ensure_etcd_pki(args.dir, members)
     except pki.PKIError as e:
         raise UserError(str(e)) from None
     for path in paths.values():

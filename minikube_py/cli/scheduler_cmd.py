@@ -46,12 +46,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bind-address", default="127.0.0.1", help="address of the health/metrics port")
     p.add_argument("--secure-port", type=int, default=10259,
                    help="health/metrics HTTPS port (10259; 0 = any)")
+    p.add_argument("--client-ca-file", type=Path, default=None, metavar="FILE",
+                   help="CA whose client certificates may call the secure port (CN = user, O = groups); bearer "
+                        "tokens are checked with a TokenReview and access with a SubjectAccessReview")
+    p.add_argument("--authorization-always-allow-paths", default="/healthz,/readyz,/livez", metavar="PATHS",
+                   help="paths served without authentication or authorization (default /healthz,/readyz,/livez)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(run=run)
 
 
 async def serve(args: argparse.Namespace) -> int:
     from minikube_py.client import APIClient, ComponentServer, LeaderElector
+    from minikube_py.client.delegated_auth import DelegatedAuth
     from minikube_py.scheduler.scheduler import Scheduler
 
     try:
@@ -59,7 +65,11 @@ async def serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         raise UserError(f"--kubeconfig {args.kubeconfig}: {e}") from None
     identity = f"{socket.gethostname()}_{uuid.uuid4()}"
-    server = ComponentServer(name="kube-scheduler", bind_address=args.bind_address, port=args.secure_port)
+    # /metrics is for callers the API server vouches for, as kube-scheduler's 10259.
+    auth = DelegatedAuth.for_component(client, client_ca_file=args.client_ca_file,
+                                       always_allow_paths=args.always_allow_paths)
+    server = ComponentServer(name="kube-scheduler", bind_address=args.bind_address, port=args.secure_port,
+                             auth=auth)
     scheduler = Scheduler(client, scheduler_name=args.scheduler_name, identity=identity,
                           metrics=server.metrics)
     server.add_check("scheduler", scheduler.healthy)
@@ -109,4 +119,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--secure-port {args.secure_port} is not a TCP port")
     if not args.kubeconfig.exists():
         raise UserError(f"--kubeconfig {args.kubeconfig}: no such file")
+    from minikube_py.client.delegated_auth import auth_flag_values
+
+    try:
+        _, args.always_allow_paths = auth_flag_values(args.client_ca_file, args.authorization_always_allow_paths)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     return asyncio.run(serve(args))

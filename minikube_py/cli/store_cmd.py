@@ -2,6 +2,8 @@
 
     minikube-py store --url sqlite:///var/lib/minikube-py/store.db list /registry/pods/
     minikube-py store --url etcd://127.0.0.1:2379 watch /registry/ --from 120
+    minikube-py store --url etcd://https://10.0.0.1:2379 --cacert etcd/ca.crt \
+        --cert etcd/healthcheck-client.crt --key etcd/healthcheck-client.key list /registry/
 
 Values print as text when they are UTF-8 (Kubernetes stores JSON), else as ``value_base64``.
 An embedded SQLite store is locked by the process that has it open: stop the API server first.
@@ -14,6 +16,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from minikube_py.cli.main import UserError
@@ -27,8 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read, write and watch keys of a cluster store; prints JSON lines.",
     )
     parser.add_argument(
-        "--url", required=True, help="sqlite:///path/to/store.db or etcd://host:port[,host:port...]"
+        "--url", required=True,
+        help="sqlite:///path/to/store.db or etcd://[http[s]://]host:port[,...] (https: see --cacert)",
     )
+    # etcdctl's names: an etcd with --client-cert-auth needs --cert/--key (e.g. healthcheck-client).
+    parser.add_argument("--cacert", dest="tls_cacert", type=Path, metavar="FILE",
+                        help="CA of etcd's serving certificates (TLS)")
+    parser.add_argument("--cert", dest="tls_cert", type=Path, metavar="FILE", help="client certificate for etcd (TLS)")
+    parser.add_argument("--key", dest="tls_key", type=Path, metavar="FILE", help="its key")
     actions = parser.add_subparsers(dest="store_action", metavar="ACTION")
     actions.required = True
 
@@ -103,8 +112,15 @@ def _runner(action: Action) -> Callable[[argparse.Namespace], int]:
 
 
 async def _with_store(action: Action, args: argparse.Namespace) -> int:
+    tls = None
+    if args.tls_cacert or args.tls_cert or args.tls_key:
+        from minikube_py.store.etcd_tls import EtcdTLS
+
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise UserError("--cert and --key go together")
+        tls = EtcdTLS(args.tls_cacert, args.tls_cert, args.tls_key)
     try:
-        store = await open_store(args.url)
+        store = await open_store(args.url, etcd_tls=tls)
     except (ValueError, StoreError) as e:
         raise UserError(str(e)) from None
     except ImportError as e:

@@ -7,7 +7,9 @@ kubelet 10248, proxy 10256 ...), answering as Kubernetes components do:
 - ``/metrics``: the Prometheus text format from a small registry of counters, gauges and histograms.
 
 With ``tls`` and no certificate given, a self-signed one is made in memory at start, as
-kube-scheduler and kube-controller-manager do.
+kube-scheduler and kube-controller-manager do. With ``auth`` (a ``DelegatedAuth``), every path but the
+always-allowed ones (the health checks) needs credentials the API server accepts and permission for
+``get`` on the path (``delegated_auth.py``); without it the port is open, as kube-proxy's 10249/10256.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 from aiohttp import web
 
 from minikube_py.pki import create_ca, issue_cert, write_private_file
+
+from .delegated_auth import DelegatedAuth
 
 log = logging.getLogger(__name__)
 
@@ -246,18 +250,23 @@ class ComponentServer:
     """A component's health and metrics endpoint."""
 
     def __init__(self, *, name: str, bind_address: str = "127.0.0.1", port: int, tls: bool = True,
-                 cert_file: Path | None = None, key_file: Path | None = None) -> None:
+                 cert_file: Path | None = None, key_file: Path | None = None,
+                 auth: DelegatedAuth | None = None) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port {port} is not a TCP port")
         if (cert_file is None) != (key_file is None):
             raise ValueError("cert_file and key_file go together")
         if cert_file is not None and not tls:
             raise ValueError("a certificate was given but tls is off")
+        if auth is not None and auth.client_ca_file is not None and not tls:
+            raise ValueError("client certificates need tls")
         self.name = name
         self.bind_address = bind_address
         self.tls = tls
         self.cert_file = cert_file
         self.key_file = key_file
+        # Settable until start(): the controller-manager builds its server before its CLI knows the auth.
+        self.auth = auth
         self.metrics = MetricsRegistry()
         self._port = port
         self._checks: dict[str, HealthCheck] = {"ping": lambda: True}
@@ -281,7 +290,9 @@ class ComponentServer:
         if self._runner is not None:
             raise RuntimeError(f"{self.name}: the component server is already running")
         ssl_context = self._ssl_context() if self.tls else None
-        app = web.Application()
+        if ssl_context is not None and self.auth is not None:
+            self.auth.configure_tls(ssl_context)
+        app = web.Application(middlewares=[self.auth.middleware()] if self.auth is not None else [])
         for path in ("/healthz", "/livez", "/readyz"):
             app.router.add_get(path, self._health)
             app.router.add_get(path + "/{check}", self._one_check)

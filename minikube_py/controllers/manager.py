@@ -17,7 +17,7 @@ import logging
 import socket
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from minikube_py.client.component import ComponentServer
@@ -25,6 +25,7 @@ from minikube_py.client.leaderelection import LeaderElector
 from minikube_py.client.rest import APIClient
 
 from .base import ControllerContext, SharedInformers
+from .clientbuilder import ClientBuilder, SimpleClientBuilder
 from .events import EventRecorder
 
 log = logging.getLogger("minikube_py.controllers.manager")
@@ -40,6 +41,13 @@ class ControllerSpec:
     module: str
     cls: str
     aliases: tuple[str, ...] = ()
+    # The kube-system ServiceAccount it acts as with --use-service-account-credentials (Kubernetes'
+    # name for it; empty means the same as the controller's name).
+    service_account: str = ""
+
+    @property
+    def account(self) -> str:
+        return self.service_account or self.name
 
 
 # Names as kube-controller-manager 1.28+ spells them; the older short names work as aliases.
@@ -47,13 +55,13 @@ CONTROLLERS: tuple[ControllerSpec, ...] = (
     ControllerSpec("namespace-controller", "minikube_py.controllers.namespace", "NamespaceController",
                    ("namespace",)),
     ControllerSpec("serviceaccount-controller", "minikube_py.controllers.serviceaccount",
-                   "ServiceAccountController", ("serviceaccount",)),
+                   "ServiceAccountController", ("serviceaccount",), "service-account-controller"),
     ControllerSpec("node-ipam-controller", "minikube_py.controllers.nodeipam", "NodeIPAMController",
-                   ("nodeipam",)),
+                   ("nodeipam",), "node-controller"),
     ControllerSpec("node-lifecycle-controller", "minikube_py.controllers.nodelifecycle",
-                   "NodeLifecycleController", ("nodelifecycle",)),
+                   "NodeLifecycleController", ("nodelifecycle",), "node-controller"),
     ControllerSpec("endpoints-controller", "minikube_py.controllers.endpoints", "EndpointsController",
-                   ("endpoint", "endpoints")),
+                   ("endpoint", "endpoints"), "endpoint-controller"),
     ControllerSpec("endpointslice-controller", "minikube_py.controllers.endpointslice",
                    "EndpointSliceController", ("endpointslice",)),
     ControllerSpec("replicaset-controller", "minikube_py.controllers.replicaset", "ReplicaSetController",
@@ -61,9 +69,11 @@ CONTROLLERS: tuple[ControllerSpec, ...] = (
     ControllerSpec("deployment-controller", "minikube_py.controllers.deployment", "DeploymentController",
                    ("deployment",)),
     ControllerSpec("daemonset-controller", "minikube_py.controllers.daemonset", "DaemonSetController",
-                   ("daemonset",)),
+                   ("daemonset",), "daemon-set-controller"),
     ControllerSpec("garbage-collector-controller", "minikube_py.controllers.garbagecollector",
-                   "GarbageCollector", ("garbagecollector",)),
+                   "GarbageCollector", ("garbagecollector",), "generic-garbage-collector"),
+    ControllerSpec("root-ca-certificate-publisher-controller", "minikube_py.controllers.rootca",
+                   "RootCACertPublisher", ("root-ca-cert-publisher",), "root-ca-cert-publisher"),
 )
 _BY_NAME = {n: spec for spec in CONTROLLERS for n in (spec.name, *spec.aliases)}
 
@@ -103,8 +113,11 @@ class ControllerManager:
                  identity: str | None = None,
                  lease_duration: float = 15.0, renew_deadline: float = 10.0, retry_period: float = 2.0,
                  lease_namespace: str = "kube-system", lease_name: str = LEASE_NAME,
-                 bind_address: str = "127.0.0.1", secure_port: int | None = DEFAULT_PORT) -> None:
+                 bind_address: str = "127.0.0.1", secure_port: int | None = DEFAULT_PORT,
+                 client_builder: ClientBuilder | None = None) -> None:
         self.client = client
+        # Which client each controller writes with: the manager's own, or its ServiceAccount's.
+        self.client_builder: ClientBuilder = client_builder or SimpleClientBuilder(client)
         self.enabled = parse_controllers(controllers)
         self.options = dict(options or {})
         self.identity = identity or default_identity()
@@ -187,7 +200,7 @@ class ControllerManager:
             if cls is None:
                 self.missing.append(name)
                 continue
-            self.controllers[name] = cls(ctx)
+            self.controllers[name] = cls(await self._context_for(name, ctx))
         await informers.start()
         for name, ctrl in self.controllers.items():
             self._tasks[name] = asyncio.create_task(ctrl.run(), name=f"controller-{name}")
@@ -208,6 +221,14 @@ class ControllerManager:
             await informers.stop()
             self._tasks.clear()
             self.controllers.clear()
+
+    async def _context_for(self, name: str, shared: ControllerContext) -> ControllerContext:
+        """The shared context, with the controller's own client (and an event recorder writing with it,
+        so that its events are its own too) when it acts as its ServiceAccount."""
+        client = await self.client_builder.client(_BY_NAME[name].account)
+        if client is self.client:
+            return shared
+        return replace(shared, client=client, events=EventRecorder(client, COMPONENT))
 
     @staticmethod
     def _load(name: str) -> type | None:

@@ -41,6 +41,7 @@ from minikube_py.kubelet.node_status import (
     runtime_not_ready,
 )
 from minikube_py.kubelet.pod_workers import POD_UID_LABEL, PodWorker
+from minikube_py.kubelet.sa_tokens import TokenManager
 from minikube_py.runtime import NotFoundError, RuntimeServiceError
 from minikube_py.runtime.client import RuntimeClient
 
@@ -90,6 +91,7 @@ class Kubelet:
         self.recorder = EventRecorder(client, "kubelet", host=config.node_name)
         self.container_backoff = BackOff(config.backoff_initial, config.backoff_cap)
         self.image_backoff = BackOff(config.backoff_initial, config.backoff_cap)
+        self.sa_tokens = TokenManager(client)  # serviceAccountToken projections (kubelet/volumes.py)
         self.workers: dict[str, PodWorker] = {}
         self._finished: dict[str, float] = {}  # uids whose worker ended, briefly: late events are ignored
         self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={config.node_name}")
@@ -341,6 +343,7 @@ class Kubelet:
     def worker_done(self, worker: PodWorker) -> None:
         if self.workers.get(worker.uid) is worker:
             del self.workers[worker.uid]
+        self.sa_tokens.forget_pod(worker.uid)
         now = time.monotonic()
         self._finished[worker.uid] = now
         for uid in [u for u, at in self._finished.items() if now - at > 600]:

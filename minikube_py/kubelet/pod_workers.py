@@ -238,6 +238,13 @@ class PodWorker:
         if not await self._ensure_sandbox():
             return
         await self._refresh(spec)
+        if any(t.latest is not None and t.latest.state == RUNNING for t in self.tracked.values()):
+            # As the kubelet remounts projected volumes on its sync: ConfigMaps edited and tokens
+            # refreshed (sa_tokens) reach running containers, at most every VOLUME_REFRESH seconds.
+            try:
+                await self._setup_volumes()
+            except (ContainerConfigError, ApiStatusError, OSError) as e:
+                log.warning("pod %s: cannot refresh volumes: %s", self.key, e)
         inits = spec.get("initContainers") or []
         containers = spec.get("containers") or []
         policy = str(spec.get("restartPolicy") or "Always")
@@ -582,7 +589,7 @@ class PodWorker:
         if not force and time.monotonic() - self.volumes_at < VOLUME_REFRESH:
             return
         await self.volumes.setup(self.kubelet.get_object, pod_ip=self.pod_ip, host_ip=self.kubelet.config.node_ip,
-                                 allocatable=self.kubelet.allocatable)
+                                 allocatable=self.kubelet.allocatable, tokens=self.kubelet.sa_tokens)
         self.volumes_at = time.monotonic()
 
     # ---- probes ----------------------------------------------------------------------------------------

@@ -6,6 +6,12 @@
   (``v5.channel.k8s.io``/v4) relayed frame for frame to the runtime's streaming exec;
 - ``GET /healthz``, and ``GET /pods`` (the pods this kubelet runs, as a PodList).
 
+Every request is authenticated and authorized as the kubelet does it (``--client-ca-file``,
+``--authentication-token-webhook``, ``--authorization-mode=Webhook``; see
+``minikube_py/client/delegated_auth.py``): the path maps to the Node's subresource (``request_attributes``)
+and a refusal reads as the kubelet's, ``Unauthorized`` or ``Forbidden (user=..., verb=..., resource=nodes,
+subresource(s)=[proxy])`` in plain text.
+
 HTTPS with ``--tls-cert-file``/``--tls-private-key-file``, or a self-signed certificate made at start
 (the kubelet's own behaviour); plain HTTP only when asked (loopback tests: the API server then dials
 ``http://``).
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import posixpath
 import ssl
 import tempfile
 from pathlib import Path
@@ -24,6 +31,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from minikube_py.client.delegated_auth import Attributes, DelegatedAuth, UserInfo
 from minikube_py.kubelet.logs import LogOptions, write_log
 from minikube_py.kubelet.pod_status import RUNNING
 from minikube_py.kubelet.streaming import (
@@ -40,6 +48,44 @@ if TYPE_CHECKING:
     from minikube_py.kubelet.kubelet import Kubelet
 
 log = logging.getLogger("minikube_py.kubelet.server")
+
+# The kubelet's verbs: other methods (HEAD, OPTIONS) get none, which no RBAC rule grants.
+VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+# Paths with a subresource of their own; everything else (logs, exec, attach, run, portForward, pods,
+# healthz) is nodes/proxy, the kubelet's all-powerful one.
+SUBRESOURCES = (("/stats", "stats"), ("/metrics", "metrics"), ("/logs", "log"), ("/spec", "spec"),
+                ("/checkpoint", "checkpoint"))
+
+
+def _is_subpath(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def request_attributes(method: str, path: str, node_name: str, user: UserInfo) -> Attributes:
+    """What a kubelet API request asks, as the kubelet's authorizer sees it (pkg/kubelet/server/auth.go):
+    a verb from the method on ``nodes/<subresource>`` named after this node."""
+    clean = posixpath.normpath("/" + path.lstrip("/"))
+    subresource = next((sub for prefix, sub in SUBRESOURCES if _is_subpath(clean, prefix)), "proxy")
+    return Attributes(user=user, verb=VERBS.get(method.upper(), ""), path=path, resource="nodes",
+                      subresource=subresource, name=node_name, version="v1")
+
+
+def _text(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message, headers={"X-Content-Type-Options": "nosniff"})
+
+
+def kubelet_unauthorized() -> web.Response:
+    return _text(401, "Unauthorized")
+
+
+def kubelet_forbidden(attrs: Attributes, reason: str) -> web.Response:
+    return _text(403, f"Forbidden (user={attrs.user.name}, verb={attrs.verb}, resource={attrs.resource}, "
+                      f"subresource(s)=[{attrs.subresource}])")
+
+
+def kubelet_authorization_error(attrs: Attributes, error: Exception) -> web.Response:
+    return _text(500, f"Authorization error (user={attrs.user.name}, verb={attrs.verb}, resource={attrs.resource}, "
+                      f"subresource(s)=[{attrs.subresource}])")
 
 
 def serving_ssl_context(node_name: str, node_ip: str, cert: Path | None, key: Path | None) -> ssl.SSLContext:
@@ -62,11 +108,19 @@ def serving_ssl_context(node_name: str, node_ip: str, cert: Path | None, key: Pa
 
 
 class KubeletServer:
-    def __init__(self, kubelet: Kubelet) -> None:
+    def __init__(self, kubelet: Kubelet, auth: DelegatedAuth | None = None) -> None:
         self.kubelet = kubelet
+        self.auth = auth
+
+    def _attributes(self, request: web.Request, user: UserInfo) -> Attributes:
+        return request_attributes(request.method, request.path, self.kubelet.config.node_name, user)
 
     def app(self) -> web.Application:
-        app = web.Application()
+        middlewares = []
+        if self.auth is not None:
+            middlewares.append(self.auth.middleware(self._attributes, unauthorized=kubelet_unauthorized,
+                                                    forbidden=kubelet_forbidden, failed=kubelet_authorization_error))
+        app = web.Application(middlewares=middlewares)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/pods", self.pods)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
@@ -162,9 +216,12 @@ class KubeletServer:
         return ws
 
 
-async def start_server(kubelet: Kubelet, bind_address: str, port: int, ssl_context: ssl.SSLContext | None
-                       ) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(KubeletServer(kubelet).app(), access_log=None, handler_cancellation=True,
+async def start_server(kubelet: Kubelet, bind_address: str, port: int, ssl_context: ssl.SSLContext | None,
+                       auth: DelegatedAuth | None = None) -> tuple[web.AppRunner, int]:
+    """Serve the kubelet API; without ``auth`` it is open to anyone who reaches it (in-process tests)."""
+    if auth is not None and ssl_context is not None:
+        auth.configure_tls(ssl_context)
+    runner = web.AppRunner(KubeletServer(kubelet, auth).app(), access_log=None, handler_cancellation=True,
                            shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, bind_address, port, ssl_context=ssl_context)

@@ -3,21 +3,30 @@ them out, and the bind mounts the runtime gets for each container's ``volumeMoun
 
 Supported: emptyDir (a directory; ``medium: Memory`` is a directory too, never a tmpfs left mounted),
 hostPath (with its ``type`` checks and *OrCreate), configMap and secret (``items``, ``defaultMode``,
-per-item ``mode``, ``optional``), downwardAPI, and projected volumes made of those. Files are
-rewritten on every sync, so a changed ConfigMap reaches running containers (they see the directory).
+per-item ``mode``, ``optional``), downwardAPI, and projected volumes made of those and of
+``serviceAccountToken`` sources (a TokenRequest bound to the pod, from ``sa_tokens``). Files are
+rewritten on every sync, so a changed ConfigMap (or a refreshed token) reaches running containers
+(they see the directory). A projected volume is written as Kubernetes' AtomicWriter does: the files
+in a timestamped directory, ``..data`` a symlink to it swapped by one rename, and each visible name a
+symlink through ``..data`` — a reader never sees a new token beside an old CA, or half a set.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
+import secrets
 import shutil
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from minikube_py.kubelet.envvars import ContainerConfigError, ObjectGetter, _data_of, field_value, resource_value
+
+if TYPE_CHECKING:
+    from minikube_py.kubelet.sa_tokens import TokenManager
 
 log = logging.getLogger("minikube_py.kubelet.volumes")
 
@@ -58,6 +67,69 @@ def write_files(target: Path, files: dict[str, tuple[bytes, int]]) -> None:
             path.unlink()
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
+
+
+DATA_LINK = "..data"
+
+
+def write_atomic(target: Path, files: dict[str, tuple[bytes, int]]) -> bool:
+    """Make ``target`` show exactly ``files`` the AtomicWriter way (see the module's docstring); returns
+    whether anything changed. Kubernetes reserves names starting with ``..`` for this layout."""
+    target.mkdir(parents=True, exist_ok=True)
+    tops = set()
+    for rel in files:
+        _safe_relpath(rel, "file path")
+        top = Path(rel).parts[0]
+        if top.startswith(".."):
+            raise VolumeError(f"file path {rel!r} must not start with '..'")
+        tops.add(top)
+    link = target / DATA_LINK
+    current = os.readlink(link) if link.is_symlink() else None
+    if current is None or _read_tree(target / current) != files:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y_%m_%d_%H_%M_%S")
+        new_dir = target / f"..{stamp}.{secrets.token_hex(4)}"
+        new_dir.mkdir(mode=0o755)
+        for rel, (content, mode) in files.items():
+            path = new_dir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+            os.chmod(path, mode)
+        tmp_link = target / f"{DATA_LINK}_tmp"
+        with contextlib.suppress(FileNotFoundError):
+            tmp_link.unlink()
+        tmp_link.symlink_to(new_dir.name)
+        os.replace(tmp_link, link)  # the one atomic step: readers go from the old set to the new
+        current = new_dir.name
+        changed = True
+    else:
+        changed = False
+    for top in tops:
+        visible = target / top
+        if not (visible.is_symlink() and os.readlink(visible) == f"{DATA_LINK}/{top}"):
+            _remove(visible)
+            visible.symlink_to(f"{DATA_LINK}/{top}")
+    for entry in target.iterdir():
+        if entry.name not in tops and entry.name not in (DATA_LINK, current):
+            _remove(entry)  # old timestamped sets, names no longer projected, files of an older layout
+    return changed
+
+
+def _read_tree(root: Path) -> dict[str, tuple[bytes, int]] | None:
+    if not root.is_dir():
+        return None
+    out = {}
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            out[str(path.relative_to(root))] = (path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
+    return out
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def write_file(path: Path, content: bytes, mode: int) -> None:
@@ -120,12 +192,15 @@ class PodVolumes:
         self.pod_dir = root / "pods" / self.uid
         self.paths: dict[str, Path] = {}   # volume name -> host path
         self.read_only: set[str] = set()
+        self.tokens: TokenManager | None = None
 
     def volume_dir(self, kind: str, name: str) -> Path:
         return self.pod_dir / "volumes" / PLUGIN_DIRS[kind] / name
 
     async def setup(self, get: ObjectGetter, *, pod_ip: str = "", host_ip: str = "",
-                    allocatable: dict[str, str] | None = None) -> None:
+                    allocatable: dict[str, str] | None = None, tokens: TokenManager | None = None) -> None:
+        """Write every volume (again); ``tokens`` serves ``serviceAccountToken`` projections."""
+        self.tokens = tokens
         namespace = str((self.pod.get("metadata") or {}).get("namespace") or "default")
         for volume in (self.pod.get("spec") or {}).get("volumes") or ():
             name = str(volume.get("name") or "")
@@ -142,7 +217,10 @@ class PodVolumes:
                 os.chmod(target, 0o777)  # as the kubelet: any container user may write its emptyDir
             else:
                 files = await self._files(kind, src, namespace, get, pod_ip, host_ip, allocatable or {})
-                write_files(target, files)
+                if kind == "projected":
+                    write_atomic(target, files)
+                else:
+                    write_files(target, files)
                 self.read_only.add(name)
             self.paths[name] = target
 
@@ -162,8 +240,18 @@ class PodVolumes:
                 files.update(downward_files(self.pod, source["downwardAPI"].get("items") or [], mode, pod_ip,
                                             host_ip, allocatable))
             if source.get("serviceAccountToken") is not None:
-                log.info("pod %s: projected serviceAccountToken sources are not supported; skipped", self.uid)
+                files.update(await self._token_file(source["serviceAccountToken"], mode))
         return files
+
+    async def _token_file(self, src: dict[str, Any], mode: int) -> dict[str, tuple[bytes, int]]:
+        if self.tokens is None:
+            # A kubelet without an API client for tokens (fake nodes): nothing to write.
+            log.info("pod %s: no token source; serviceAccountToken projection skipped", self.uid)
+            return {}
+        path = _safe_relpath(str(src.get("path") or ""), "serviceAccountToken path")
+        audience = src.get("audience")
+        token = await self.tokens.token(self.pod, [audience] if audience else [], src.get("expirationSeconds"))
+        return {path: (token.encode(), mode)}
 
     async def _object_files(self, kind: str, src: dict[str, Any], namespace: str, get: ObjectGetter, mode: int
                             ) -> dict[str, tuple[bytes, int]]:

@@ -39,6 +39,9 @@ next member from the revision after the last buffered event. ``from_revision=0``
 newest revision this client has seen in any answer, so writes it makes after ``watch()`` returns
 are always delivered however late the stream is set up.
 
+TLS (``https://`` endpoints, :class:`EtcdTLS`) changes only how channels are made; a handshake
+refused for a certificate reason ends a call at once with the endpoint and the cause named.
+
 Compaction. etcd does not say how far it has compacted except inside errors, and range errors
 carry no number at all. :meth:`EtcdStore.compacted_revision` therefore asks: a read at revision
 ``r`` fails exactly when ``r`` is below the compacted revision, so a binary search between what this
@@ -69,6 +72,7 @@ from .etcd_endpoints import (
     error_details,
     translate_rpc_error,
 )
+from .etcd_tls import EtcdTLS
 from .etcd_watch import EtcdWatch, kv_from_pb
 from .interface import (
     CompactedError,
@@ -156,12 +160,14 @@ class EtcdStore(Store):
         *,
         watch_buffer: int = 1000,
         timeout: float = 5.0,
+        tls: EtcdTLS | None = None,
     ) -> EtcdStore:
-        """Connect to ``endpoints`` (``host:port``); :class:`StoreUnavailableError` if none answers
-        within ``timeout`` seconds, which is also the limit of every later call."""
+        """Connect to ``endpoints`` (``[http[s]://]host:port``, all with the same scheme; ``tls`` makes
+        them https); :class:`StoreUnavailableError` if none answers within ``timeout`` seconds, which
+        is also the limit of every later call. ValueError for endpoints or TLS files that cannot work."""
         if isinstance(watch_buffer, bool) or not isinstance(watch_buffer, int) or watch_buffer < 1:
             raise ValueError(f"watch_buffer must be a positive int, not {watch_buffer!r}")
-        store = cls(EndpointPool(endpoints, timeout), watch_buffer)
+        store = cls(EndpointPool(endpoints, timeout, tls), watch_buffer)
         try:
             await store.current_revision()
         except BaseException:
@@ -172,6 +178,11 @@ class EtcdStore(Store):
     @property
     def endpoints(self) -> list[str]:
         return list(self._pool.endpoints)
+
+    @property
+    def secure(self) -> bool:
+        """True when the members are reached over TLS."""
+        return self._pool.tls is not None
 
     # -- plumbing --------------------------------------------------------------------------------
 

@@ -4,6 +4,12 @@ etcd clients talk to one member at a time; when it stops answering (killed, part
 leader) the call is retried on the next member until one answers or the store's timeout runs out,
 then :class:`StoreUnavailableError`. Which calls are safe to retry is the caller's business (see
 ``etcd.py``): this module only reports, via ``Attempts``, that an earlier try may have landed.
+
+TLS. ``https://`` endpoints get TLS channels (:class:`EtcdTLS`: the CA that signed etcd's serving
+certificates, and the client pair etcd's ``--client-cert-auth`` asks for); every endpoint of a store
+uses the same scheme. A handshake that fails for a certificate reason does not get better by
+waiting, so once every endpoint has failed that way in one call the call stops at once with an error
+naming each endpoint and the cause, instead of retrying until the timeout.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import TypeVar
 import grpc
 from aetcd import rpc
 
+from .etcd_tls import EtcdTLS, tls_failure
 from .interface import (
     LeaseNotFoundError,
     StoreClosedError,
@@ -131,32 +138,51 @@ class Attempts:
         return self.count > 1
 
 
-def normalize_endpoint(endpoint: object) -> str:
+def split_endpoint(endpoint: object) -> tuple[str | None, str]:
+    """(``"http"``, ``"https"`` or None when no scheme is written, ``host:port``)."""
     if not isinstance(endpoint, str):
         raise TypeError(f"etcd endpoints are str, not {type(endpoint).__name__}")
     target = endpoint.strip()
-    for scheme in ("http://", "grpc://"):
-        target = target.removeprefix(scheme)
+    scheme: str | None = None
+    for prefix, name in (("http://", "http"), ("grpc://", "http"), ("https://", "https"), ("unixs://", "")):
+        if target.startswith(prefix):
+            if not name:
+                raise ValueError(f"etcd endpoint {endpoint!r}: unix sockets are not supported")
+            scheme, target = name, target.removeprefix(prefix)
     target = target.rstrip("/")
     host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"etcd endpoint {endpoint!r} is not host:port")
-    if endpoint.strip().startswith("https://"):
-        raise ValueError(f"etcd endpoint {endpoint!r}: TLS is not supported by this client")
-    return target
+    if not sep or not host or "/" in target or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"etcd endpoint {endpoint!r} is not [http[s]://]host:port")
+    return scheme, target
+
+
+def normalize_endpoint(endpoint: object) -> str:
+    return split_endpoint(endpoint)[1]
 
 
 class EndpointPool:
     """Channels to every endpoint, opened lazily; calls go to the current one and move on failure."""
 
-    def __init__(self, endpoints: list[str], timeout: float) -> None:
+    def __init__(self, endpoints: list[str], timeout: float, tls: EtcdTLS | None = None) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         if not endpoints:
             raise ValueError("at least one etcd endpoint is required")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
-        self.endpoints = [normalize_endpoint(e) for e in endpoints]
+        split = [split_endpoint(e) for e in endpoints]
+        self.endpoints = [target for _, target in split]
+        schemes = {scheme for scheme, _ in split if scheme}
+        if len(schemes) > 1:
+            raise ValueError(f"etcd endpoints mix http:// and https:// ({', '.join(endpoints)}): "
+                             "every member must be reached the same way")
+        if "http" in schemes and tls is not None:
+            raise ValueError(f"TLS files are given for etcd but the endpoints are http:// ({', '.join(endpoints)}); "
+                             "use https:// endpoints")
+        # A bare host:port is https when TLS files are given, as etcdctl does with --cacert.
+        self.tls = tls if tls is not None else (EtcdTLS() if "https" in schemes else None)
+        self.scheme = "https" if self.tls is not None else "http"
+        self._credentials = self.tls.credentials() if self.tls is not None else None
         self.timeout = float(timeout)
         self.first_try = min(self.timeout, FIRST_TRY_SECONDS)
         self._last_failure = float("-inf")
@@ -171,9 +197,15 @@ class EndpointPool:
             raise StoreClosedError("the etcd store is closed")
         m = self._members.get(index)
         if m is None:
-            channel = grpc.aio.insecure_channel(self.endpoints[index], options=CHANNEL_OPTIONS)
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(self.endpoints[index], options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(self.endpoints[index], self._credentials, options=CHANNEL_OPTIONS)
             m = self._members[index] = Member(self.endpoints[index], channel)
         return m
+
+    def url(self, index: int) -> str:
+        return f"{self.scheme}://{self.endpoints[index]}"
 
     @property
     def current(self) -> int:
@@ -237,6 +269,8 @@ class EndpointPool:
         per_try = first_try if first_try is not None else (self.first_try if self.degraded() else None)
         pause = 0.02
         tries = 0
+        # endpoint index -> why its TLS handshake failed during this call
+        tls_failed: dict[int, str] | None = None
         while True:
             if self.closed:
                 raise StoreClosedError("the etcd store is closed")
@@ -244,7 +278,8 @@ class EndpointPool:
             if remaining <= 0:
                 raise StoreUnavailableError(
                     f"no etcd endpoint answered within {self.timeout}s "
-                    f"({', '.join(self.endpoints)}): {error_details(last) if last else 'no attempt'}"
+                    f"({', '.join(map(self.url, range(len(self.endpoints))))}): "
+                    f"{self._describe(last) if last else 'no attempt'}"
                 ) from last
             index = self._current
             budget = remaining if per_try is None else min(remaining, per_try)
@@ -260,6 +295,13 @@ class EndpointPool:
                     raise
                 last = err
                 self.failed(index)
+                cause = tls_failure(err, self.tls)
+                if cause is not None:
+                    tls_failed = tls_failed or {}
+                    tls_failed[index] = cause
+                    if len(tls_failed) == len(self.endpoints):
+                        raise StoreUnavailableError("; ".join(
+                            f"etcd {self.url(i)}: {tls_failed[i]}" for i in sorted(tls_failed))) from err
                 if per_try is None:
                     per_try = self.first_try
                 elif err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -268,6 +310,10 @@ class EndpointPool:
             if tries % len(self.endpoints) == 0:
                 await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
                 pause = min(pause * 2, 0.5)
+
+    def _describe(self, err: grpc.aio.AioRpcError) -> str:
+        cause = tls_failure(err, self.tls)
+        return error_details(err) if cause is None else f"{cause}; gRPC said: {error_details(err)}"
 
     async def close(self) -> None:
         self.closed = True

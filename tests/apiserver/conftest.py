@@ -64,12 +64,18 @@ class LocalAPIServer:
                             timeout=httpx.Timeout(timeout))
 
 
+# No controller-manager runs beside these servers, so no namespace gets its `default` ServiceAccount and
+# the ServiceAccount admission would refuse every pod: off, unless a test gives
+# "--disable-admission-plugins=" (argparse keeps the last value) to have it as Kubernetes does.
+HARNESS_FLAGS = ("--disable-admission-plugins", "ServiceAccount")
+
+
 def start_apiserver(data_dir: Path, *extra: str, timeout: float = 30.0) -> LocalAPIServer:
     """Start ``minikube-py apiserver --local`` on a free port and wait until it serves."""
     log = open(data_dir.parent / f"{data_dir.name}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "minikube_py", "apiserver", "--local", "--data-dir", str(data_dir),
-         "--port", "0", *extra],
+         "--port", "0", *HARNESS_FLAGS, *extra],
         stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
     )
     deadline = time.monotonic() + timeout

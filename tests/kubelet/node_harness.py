@@ -84,6 +84,9 @@ class KubeletProcess:
                 "--node-ip", "127.0.0.1", "--runtime-endpoint", str(self.runtime_socket),
                 "--root-dir", str(self.root_dir), "--pod-log-dir", str(self.log_dir), "--bind-address", "127.0.0.1",
                 "--port", str(self.port), "--healthz-port", "0", "--insecure-http", "--host-gw-routes=false",
+                # Plain HTTP carries no client certificate: the API server's calls come in anonymously, so
+                # this test kubelet opens its API (the secured one is tests/security/test_kubelet_auth.py).
+                "--anonymous-auth=true", "--authorization-mode", "AlwaysAllow",
                 "--node-status-update-frequency", "1s", "--sync-frequency", "0.5s",
                 "--housekeeping-interval", "2s", "-v", *self.extra]
         with self.log_path.open("a") as log:

@@ -56,6 +56,9 @@ async def test_leader_elected_scheduler_binds_serves_health_and_stops_on_sigterm
         async with http.get(f"https://127.0.0.1:{port}/healthz", ssl=insecure) as resp:
             assert resp.status == 200 and await resp.text() == "ok"
         async with http.get(f"https://127.0.0.1:{port}/metrics", ssl=insecure) as resp:
+            assert resp.status == 401  # /metrics needs credentials the API server accepts
+        async with http.get(f"https://127.0.0.1:{port}/metrics", ssl=insecure,
+                            headers=cluster.server.headers()) as resp:
             text = await resp.text()
     attempts = r'scheduler_schedule_attempts_total\{result="scheduled",profile="cli-scheduler"\} 1'
     assert re.search(attempts, text)

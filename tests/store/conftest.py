@@ -16,6 +16,13 @@ from .etcd_harness import EtcdCluster, etcd_available
 TEST_WATCH_BUFFER = 64
 
 
+def _watch_buffer(request: pytest.FixtureRequest) -> int:
+    """``@pytest.mark.watch_buffer(N)`` for tests about ordering rather than dropping: on a loaded
+    machine one etcd watch response can carry more than 64 events, which is a legitimate drop."""
+    marker = request.node.get_closest_marker("watch_buffer")
+    return int(marker.args[0]) if marker else TEST_WATCH_BUFFER
+
+
 @pytest.fixture(scope="session")
 def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     if not etcd_available():
@@ -38,12 +45,12 @@ async def store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) ->
     if backend == "sqlite":
         from minikube_py.store.sqlite import SqliteStore
 
-        s: Store = await SqliteStore.open(str(tmp_path / "store.db"), watch_buffer=TEST_WATCH_BUFFER)
+        s: Store = await SqliteStore.open(str(tmp_path / "store.db"), watch_buffer=_watch_buffer(request))
     else:
         from minikube_py.store.etcd import EtcdStore
 
         cluster: EtcdCluster = request.getfixturevalue("etcd_cluster")
-        s = await EtcdStore.open(cluster.endpoints, watch_buffer=TEST_WATCH_BUFFER)
+        s = await EtcdStore.open(cluster.endpoints, watch_buffer=_watch_buffer(request))
     try:
         yield s
     finally:

@@ -239,6 +239,7 @@ async def test_watch_from_the_middle_of_history_starts_after_that_revision(store
     assert [e.kv for e in events] == kvs[3:]
 
 
+@pytest.mark.watch_buffer(4096)
 async def test_watch_sees_every_write_of_concurrent_writers_in_order(store: Store, prefix: str) -> None:
     writers, writes = 8, 200
     start = await mark(store, prefix)

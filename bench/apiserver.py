@@ -1,7 +1,8 @@
 """API server benchmark: what the HTTP/JSON/registry layers cost on top of the store.
 
     .venv/bin/python bench/apiserver.py [--seconds 3] [--pods 1000] [--watchers 100] [--quick]
-                                        [--http] [--uvloop] [--profile FILE] [--json]
+                                        [--http] [--uvloop] [--profile FILE] [--cprofile FILE]
+                                        [--creates-only] [--etcd [--workers N]] [--json]
 
 In one run, on fresh SQLite stores in a temporary directory:
 
@@ -20,13 +21,17 @@ p99 create <= 50 ms at concurrency 32). The CPU columns (server process from /pr
 for the client) tell whether the server or the load generator was the bottleneck on this 2-core
 machine. ``--profile FILE`` samples the server with py-spy during the concurrency-32 creates and
 prints the functions where it spent its time (samples of the thread holding the GIL); ``--uvloop``
-runs the server on uvloop. The default run takes about a minute.
+runs the server on uvloop; ``--cprofile FILE`` runs it under cProfile instead. ``--etcd`` puts the
+API server and the reference on a single-member etcd, and ``--workers N`` then starts N API server
+processes on it (the client spreads its connections over them, as SO_REUSEPORT would). The default
+run takes about a minute.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import random
@@ -81,6 +86,10 @@ class Settings:
     uvloop: bool = False
     tls: bool = True
     profile: Path | None = None
+    cprofile: Path | None = None
+    creates_only: bool = False
+    etcd: bool = False  # the API server(s) and the reference on a single-member etcd, not SQLite
+    workers: int = 1  # API server processes (etcd only); the client spreads its connections over them
 
 
 @dataclass
@@ -101,7 +110,7 @@ class Results:
 
 # ---- the reference: the store alone ------------------------------------------------------------------
 
-async def store_phase(store: SqliteStore, c: int, round_: int, seconds: float) -> LoadResult:
+async def store_phase(store: Any, c: int, round_: int, seconds: float) -> LoadResult:
     """Creates straight into a SqliteStore from this process (the server idles meanwhile): the
     throughput the API server's own store could give it at this concurrency."""
     value = orjson.dumps(pod_manifest("web-7d4b9c8f5d-00000", "bench"))
@@ -123,11 +132,15 @@ class Client:
     session: aiohttp.ClientSession
     ssl: ssl.SSLContext | None
     headers: dict[str, str]
+    others: list[str] = field(default_factory=list)  # further API server processes (--workers)
 
-    async def request(self, method: str, path: str, body: Any = None, expect: int = 200) -> bytes:
+    async def request(self, method: str, path: str, body: Any = None, expect: int = 200, worker: int = 0
+                      ) -> bytes:
         data = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else None
-        async with self.session.request(method, self.base + path, data=data, headers=headers) as resp:
+        # Load worker w always goes to the same process: as SO_REUSEPORT hashes each connection to one.
+        base = ([self.base, *self.others][worker % (1 + len(self.others))]) if self.others else self.base
+        async with self.session.request(method, base + path, data=data, headers=headers) as resp:
             raw = await resp.read()
             if resp.status != expect:
                 raise RuntimeError(f"{method} {path}: HTTP {resp.status} (expected {expect}): {raw[:300]!r}")
@@ -154,15 +167,27 @@ async def wait_idle(pid: int, *, quiet: float = 0.05, window: float = 0.5, limit
             return
 
 
-async def measure_api(client: Client, pid: int, raw_store: SqliteStore, settings: Settings, results: Results
+async def load_on(pids: list[int], op: Any, *, concurrency: int, seconds: float) -> LoadResult:
+    """run_load, with the server CPU summed over every API server process."""
+    before = [process_cpu(p) for p in pids]
+    result = await run_load(op, concurrency=concurrency, seconds=seconds, server_pid=pids[0])
+    after = [process_cpu(p) for p in pids]
+    if len(pids) > 1:
+        result.cpu_server = (None if None in before or None in after
+                             else sum(a - b for a, b in zip(after, before, strict=True)))  # type: ignore[operator]
+    return result
+
+
+async def measure_api(client: Client, pids: list[int], raw_store: Any, settings: Settings, results: Results
                       ) -> None:
+    pid = pids[0]
     for ns in ("bench", "bench-list", "bench-watch"):
         await client.request("POST", "/api/v1/namespaces",
                              {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, 201)
     await wait_idle(pid)
 
-    async def create(ns: str, name: str) -> None:
-        await client.request("POST", f"/api/v1/namespaces/{ns}/pods", pod_manifest(name, ns), 201)
+    async def create(ns: str, name: str, worker: int = 0) -> None:
+        await client.request("POST", f"/api/v1/namespaces/{ns}/pods", pod_manifest(name, ns), 201, worker)
 
     # Warm-up: the first requests import modules and fill caches on the server.
     await run_load(lambda w, i: create("bench", f"warm-{w}-{i}"), concurrency=4, seconds=5, max_ops=40)
@@ -170,16 +195,19 @@ async def measure_api(client: Client, pid: int, raw_store: SqliteStore, settings
     # shared machine a burst of load from elsewhere then cannot land on one side of the ratio only.
     for r in range(settings.rounds):
         for c in CONCURRENCY:
-            await wait_idle(pid)
+            for p in pids:
+                await wait_idle(p)
             keep_best(results.store, c, await store_phase(raw_store, c, r, settings.seconds))
             # Open this concurrency's connections (TLS handshakes) before the clock starts.
-            await run_load(lambda w, i, c=c, r=r: create("bench", f"warm-r{r}-c{c}-{w}-{i}"),
+            await run_load(lambda w, i, c=c, r=r: create("bench", f"warm-r{r}-c{c}-{w}-{i}", w),
                            concurrency=c, seconds=5, max_ops=2 * c)
-            keep_best(results.create, c, await run_load(
-                lambda w, i, c=c, r=r: create("bench", f"r{r}-c{c}-{w}-{i}"), concurrency=c,
-                seconds=settings.seconds, server_pid=pid))
+            keep_best(results.create, c, await load_on(
+                pids, lambda w, i, c=c, r=r: create("bench", f"r{r}-c{c}-{w}-{i}", w), concurrency=c,
+                seconds=settings.seconds))
     if settings.profile is not None:
         results.profile_top = await profile_creates(pid, settings, lambda w, i: create("bench", f"p-{w}-{i}"))
+    if settings.creates_only:
+        return
 
     # Exactly --pods pods in their own namespace for gets and lists; bounded by count, not time.
     results.fill = await run_load(lambda w, i: create("bench-list", f"web-{w:02d}-{i:05d}"),
@@ -343,15 +371,23 @@ def _function(frame: str) -> str:
 
 # ---- the run ----------------------------------------------------------------------------------------
 
-async def run_api(work: Path, pid: int, port: int, settings: Settings, results: Results) -> None:
+async def run_api(work: Path, pids: list[int], ports: list[int], settings: Settings, results: Results,
+                  etcd: str | None = None) -> None:
     headers, ctx = _credentials(work / "data", settings.tls)
     scheme = "https" if settings.tls else "http"
     connector = aiohttp.TCPConnector(limit=max(CONCURRENCY), ssl=ctx if ctx else False)
-    raw_store = await SqliteStore.open(str(work / "raw.db"), compact_interval=None)
+    raw_store: Any
+    if etcd is not None:
+        from minikube_py.store import open_store
+
+        raw_store = await open_store(f"etcd://{etcd}")
+    else:
+        raw_store = await SqliteStore.open(str(work / "raw.db"), compact_interval=None)
     try:
         async with aiohttp.ClientSession(connector=connector, headers=headers, trust_env=False) as session:
-            client = Client(f"{scheme}://127.0.0.1:{port}", session, ctx, headers)
-            await measure_api(client, pid, raw_store, settings, results)
+            bases = [f"{scheme}://127.0.0.1:{port}" for port in ports]
+            client = Client(bases[0], session, ctx, headers, bases[1:])
+            await measure_api(client, pids, raw_store, settings, results)
     finally:
         await raw_store.close()
 
@@ -360,20 +396,40 @@ def run(settings: Settings) -> Results:
     results = Results()
     with tempfile.TemporaryDirectory(prefix="apiserver-bench-") as tmp:
         work = Path(tmp)
-        args = ["apiserver", "--local", "--data-dir", str(work / "data"), "--port", "0"]
+        # No controller-manager makes `default` ServiceAccounts here: pods skip that admission.
+        args = ["apiserver", "--local", "--data-dir", str(work / "data"), "--port", "0",
+                "--disable-admission-plugins", "ServiceAccount"]
         if settings.uvloop:
             # The same CLI, with uvloop's policy installed first: what switching loops would buy.
             cmd = [sys.executable, "-c", "import sys, uvloop; uvloop.install(); "
                    "from minikube_py.cli.main import main; sys.exit(main(sys.argv[1:]))", *args]
+        elif settings.cprofile is not None:
+            # cProfile writes its stats when the server exits cleanly on SIGTERM.
+            cmd = [sys.executable, "-m", "cProfile", "-o", str(settings.cprofile.resolve()), "-m", "minikube_py", *args]
         else:
             cmd = [sys.executable, "-m", "minikube_py", *args]
         if not settings.tls:
             cmd.append("--insecure-http")
         log = work / "apiserver.log"
         try:
-            with server_process(cmd, r"serving on port (\d+)", cwd=str(REPO), log_path=str(log),
-                                timeout=90) as (proc, match):
-                asyncio.run(run_api(work, proc.pid, int(match.group(1)), settings, results))
+            with contextlib.ExitStack() as stack:
+                etcd = None
+                if settings.etcd:
+                    from store import etcd_member  # bench/store.py's single-member etcd on loopback
+
+                    etcd = stack.enter_context(etcd_member(work))
+                    if etcd is None:
+                        raise RuntimeError("--etcd needs the etcd binary on PATH")
+                    cmd += ["--etcd-servers", f"http://{etcd}"]
+                pids, ports = [], []
+                # One after the other: the first writes the PKI and token file, the others reuse them.
+                for n in range(settings.workers):
+                    proc, match = stack.enter_context(server_process(
+                        cmd, r"serving on port (\d+)", cwd=str(REPO),
+                        log_path=str(log if n == 0 else work / f"apiserver-{n}.log"), timeout=90))
+                    pids.append(proc.pid)
+                    ports.append(int(match.group(1)))
+                asyncio.run(run_api(work, pids, ports, settings, results, etcd))
         except Exception:
             if log.exists():
                 print(f"--- API server log (tail) ---\n{log.read_text()[-3000:]}", file=sys.stderr)
@@ -381,7 +437,7 @@ def run(settings: Settings) -> Results:
     return results
 
 
-def summary(results: Results) -> dict[str, Any]:
+def summary(results: Results, settings: Settings | None = None) -> dict[str, Any]:
     def load(r: LoadResult | None, in_process: bool = False) -> dict[str, Any] | None:
         if r is None:
             return None
@@ -402,6 +458,9 @@ def summary(results: Results) -> dict[str, Any]:
                                   for c in CONCURRENCY if results.store[c].per_second},
         "hot_spots": results.profile_top,
     }
+    if settings is not None:
+        out["backend"] = {"store": "etcd" if settings.etcd else "sqlite", "workers": settings.workers,
+                          "tls": settings.tls, "uvloop": settings.uvloop}
     return out
 
 
@@ -418,7 +477,8 @@ def report(results: Results, settings: Settings) -> None:
     rows = []
     for c, r in results.store.items():
         # The store runs in this process: its CPU is this process's, shown in the server columns.
-        rows.append(["store create (SqliteStore, in-process)", str(c), fmt(r.per_second), "1.00x",
+        store_label = f"store create ({'EtcdStore' if settings.etcd else 'SqliteStore'}, in-process)"
+        rows.append([store_label, str(c), fmt(r.per_second), "1.00x",
                      fmt(r.p(50), 2), fmt(r.p(99), 2), fmt(store_cpu_us(r)), pct(r.busy(r.cpu_self)), "-"])
     labelled = [("API create pod", c, r, results.store.get(c)) for c, r in results.create.items()]
     labelled += [(f"API get pod (of {settings.pods:,})", c, r, None) for c, r in results.get.items()]
@@ -430,25 +490,27 @@ def report(results: Results, settings: Settings) -> None:
                      fmt(r.p(50), 2), fmt(r.p(99), 2), fmt(r.server_cpu_us_per_op()),
                      pct(r.busy(r.cpu_server)), pct(r.busy(r.cpu_self))])
     scheme = ("HTTPS" if settings.tls else "plain HTTP") + (", uvloop" if settings.uvloop else "")
-    print_table(f"API server ({scheme}, bearer token, embedded SQLite) vs its store, same run, best of "
+    backend = f"etcd, {settings.workers} API server process(es)" if settings.etcd else "embedded SQLite"
+    print_table(f"API server ({scheme}, bearer token, {backend}) vs its store, same run, best of "
                 f"{settings.rounds} interleaved rounds; 100% CPU = one core", header, rows)
 
     w = results.watch_samples
     watch_cpu = results.watch_cpu_server
-    events_per_s = len(w) / results.watch_seconds if results.watch_seconds else 0.0
-    print_table(
-        f"Watch delivery: {settings.watchers} watchers, {settings.watch_writes} pod creates "
-        f"{WATCH_INTERVAL * 1000:.0f} ms apart (from the create being sent to the ADDED event being read)",
-        ["measure", "p50 ms", "p99 ms", "max ms", "samples"],
-        [["each watcher-event", fmt(ms(percentile(w, 50)), 2), fmt(ms(percentile(w, 99)), 2),
-          fmt(ms(max(w)) if w else None, 2), f"{len(w):,}"],
-         ["until all watchers had it", fmt(ms(percentile(results.watch_last, 50)), 2),
-          fmt(ms(percentile(results.watch_last, 99)), 2),
-          fmt(ms(max(results.watch_last)) if results.watch_last else None, 2), f"{len(results.watch_last):,}"]])
-    if watch_cpu is not None and w:
-        print(f"(watch phase: {events_per_s:,.0f} events/s delivered; server CPU "
-              f"{watch_cpu / results.watch_seconds:.0%} of a core, {watch_cpu / len(w) * 1e6:,.0f} us per "
-              f"delivered event)\n")
+    if not settings.creates_only:  # --creates-only: no watch phase to report
+        events_per_s = len(w) / results.watch_seconds if results.watch_seconds else 0.0
+        print_table(
+            f"Watch delivery: {settings.watchers} watchers, {settings.watch_writes} pod creates "
+            f"{WATCH_INTERVAL * 1000:.0f} ms apart (from the create being sent to the ADDED event being read)",
+            ["measure", "p50 ms", "p99 ms", "max ms", "samples"],
+            [["each watcher-event", fmt(ms(percentile(w, 50)), 2), fmt(ms(percentile(w, 99)), 2),
+              fmt(ms(max(w)) if w else None, 2), f"{len(w):,}"],
+             ["until all watchers had it", fmt(ms(percentile(results.watch_last, 50)), 2),
+              fmt(ms(percentile(results.watch_last, 99)), 2),
+              fmt(ms(max(results.watch_last)) if results.watch_last else None, 2), f"{len(results.watch_last):,}"]])
+        if watch_cpu is not None and w:
+            print(f"(watch phase: {events_per_s:,.0f} events/s delivered; server CPU "
+                  f"{watch_cpu / results.watch_seconds:.0%} of a core, {watch_cpu / len(w) * 1e6:,.0f} us per "
+                  f"delivered event)\n")
 
     print("Goals:")
     for c in CONCURRENCY:
@@ -491,9 +553,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uvloop", action="store_true", help="run the API server on uvloop (needs uvloop)")
     parser.add_argument("--profile", type=Path, metavar="FILE",
                         help="sample the server with py-spy during the c=32 creates; raw stacks to FILE")
+    parser.add_argument("--cprofile", type=Path, metavar="FILE",
+                        help="run the server under cProfile (deterministic, slower); pstats to FILE on exit")
+    parser.add_argument("--creates-only", action="store_true",
+                        help="measure only the store and API creates (no gets, lists or watches)")
+    parser.add_argument("--etcd", action="store_true",
+                        help="run on a single-member etcd (binary on PATH) instead of SQLite; the reference "
+                             "is then etcd's own writes/s from this process")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="API server processes on one etcd (needs --etcd: SQLite's watches are "
+                             "in-process); the client spreads its connections over them (default 1)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead")
     args = parser.parse_args(argv)
-    for name in ("pods", "watchers", "watch_writes", "rounds"):
+    if args.workers > 1 and not args.etcd:
+        parser.error("--workers above 1 needs --etcd: SQLite's watch fan-out is in-process, so a watch on "
+                     "one process would miss the writes of the others")
+    for name in ("pods", "watchers", "watch_writes", "rounds", "workers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
     if args.uvloop and importlib.util.find_spec("uvloop") is None:
@@ -505,14 +580,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(e))
     settings = Settings(seconds=args.seconds, pods=args.pods, watchers=args.watchers,
                         watch_writes=args.watch_writes, tls=not args.http, profile=args.profile,
-                        rounds=args.rounds, uvloop=args.uvloop)
+                        rounds=args.rounds, uvloop=args.uvloop, cprofile=args.cprofile,
+                        creates_only=args.creates_only, etcd=args.etcd, workers=args.workers)
     if args.quick:
         settings.seconds, settings.pods, settings.watchers, settings.watch_writes = 0.5, 100, 10, 20
         settings.list_repeats, settings.rounds = 5, 1
     started = time.perf_counter()
     results = run(settings)
     if args.json:
-        print(json.dumps(summary(results), indent=2))
+        print(json.dumps(summary(results, settings), indent=2))
     else:
         report(results, settings)
         print(f"(whole run {time.perf_counter() - started:.0f} s)")

@@ -14,6 +14,7 @@ and the result is kept in memory and on disk (``$MINIKUBE_PY_CACHE_DIR``, else
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib.metadata
@@ -25,6 +26,8 @@ import threading
 import typing
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from minikube_py.api.resources import RESOURCES, ResourceInfo
 
@@ -346,9 +349,47 @@ def unknown_fields(info: ResourceInfo, obj: dict) -> list[str]:
         raise KeyError(f"no schema for {info.api_version} {info.kind}")
     found: list[str] = []
     shape = _shape(defs, defs[name])
-    if shape is not None:
+    # Almost every body is clean: a walk that keeps no path answers that at half the cost, and only
+    # a body with an unknown field is walked again for the paths.
+    if shape is not None and _any_unknown_top(shape, obj):
         _walk_shape(shape, obj, [], found)
     return found
+
+
+# Specs found clean, by (shape, JSON bytes): a ReplicaSet's pods all carry its template's spec, the
+# largest part of the walk; bounded, oldest out first.
+_CLEAN_SPECS: dict[tuple[int, bytes], None] = {}
+_CLEAN_SPECS_MAX = 256
+
+
+def _any_unknown_top(shape: _Shape, obj: Any) -> bool:
+    props = shape.props
+    spec = obj.get("spec") if isinstance(obj, dict) and props is not None else None
+    child = props.get("spec") if props is not None and isinstance(spec, dict) else None
+    if child is None:
+        return _any_unknown(shape, obj)
+    try:
+        key: tuple[int, bytes] | None = (id(child), orjson.dumps(spec))
+    except TypeError:
+        key = None
+    if key is None or key not in _CLEAN_SPECS:
+        if _any_unknown(child, spec):
+            return True
+        if key is not None:
+            if len(_CLEAN_SPECS) >= _CLEAN_SPECS_MAX:
+                # the oldest first; another thread may have got there first
+                with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                    del _CLEAN_SPECS[next(iter(_CLEAN_SPECS))]
+            _CLEAN_SPECS[key] = None
+    for k, v in obj.items():  # the rest of the object, as _any_unknown would walk it
+        if k == "spec":
+            continue
+        c = props.get(k, _MISSING)
+        if c is _MISSING:
+            return True
+        if c is not None and isinstance(v, dict | list) and _any_unknown(c, v):
+            return True
+    return False
 
 
 class _Shape:
@@ -389,6 +430,35 @@ def _shape(defs: dict[str, dict], schema: dict) -> _Shape | None:
         _SHAPES[id(schema)] = (schema, None)
         return None
     return node
+
+
+def _any_unknown(node: _Shape, value: Any) -> bool:
+    """Whether :func:`_walk_shape` would find anything (the same walk, without paths)."""
+    if isinstance(value, dict):
+        props = node.props
+        if props is not None:
+            for key, sub in value.items():
+                child = props.get(key, _MISSING)
+                if child is _MISSING:
+                    return True
+                if child is not None and isinstance(sub, dict | list) and _any_unknown(child, sub):
+                    return True
+            return False
+        extra = node.extra
+        if extra is not None:
+            for sub in value.values():
+                if isinstance(sub, dict | list) and _any_unknown(extra, sub):
+                    return True
+    elif isinstance(value, list):
+        items = node.items
+        if items is not None:
+            for sub in value:
+                if isinstance(sub, dict | list) and _any_unknown(items, sub):
+                    return True
+    return False
+
+
+_MISSING: Any = object()
 
 
 def _walk_shape(node: _Shape, value: Any, path: list[str], found: list[str]) -> None:

@@ -9,7 +9,7 @@ In one run, from no machines (a lab already up is torn down first, untimed):
 2. up: ``lab/lab-up.sh`` (``vagrant up --no-provision``, ssh config, inventory);
 3. provision: ``make provision`` (wheelhouse and one ``ansible-playbook playbooks/site.yml``);
 4. verify: the placement tests (``tests/lab/test_placement.py``);
-5. a second ``make provision`` on the provisioned lab, which should change nothing.
+5. a second ``ansible-playbook playbooks/site.yml`` on the provisioned lab, which should change nothing.
 
 It prints each phase, the total of 1-4 against the goal (<= 60 s for 1 master + 2 workers) and the
 second run against its goal (<= 20 s), with the ratio to each, and how many tasks the second run
@@ -66,6 +66,11 @@ def run_verify(step: Callable[[str, list[str]], list[str]], logs: Path) -> list[
         return lines
 
 
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages: the machine is shared, so figures come with them."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def count_in(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         if not text.isdigit() or not low <= int(text) <= high:
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         step("down", [str(REPO / "lab" / "lab-down.sh")])
         print(f"(tore down the existing lab first: {time.monotonic() - start:.1f} s, not counted)")
 
+    load_at_start = loadavg()
     timer = lab.PhaseTimer(5)
     second: list[str] = []
     try:
@@ -114,8 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         timer.run("provision", "make provision", lambda: step("provision", [*make, "provision"]))
         verify = timer.run("verify", lab.PLACEMENT_TESTS, lambda: run_verify(step, logs))
         total = timer.total
-        second = timer.run("second provision", "make provision again",
-                           lambda: step("provision2", [*make, "provision"], "provision"))
+        # The playbook alone, on the first run's wheelhouse: `make provision` would rebuild the wheel
+        # when the source tree changed meanwhile (other work in the checkout), a real change to deploy.
+        second = timer.run("second provision", "ansible-playbook playbooks/site.yml again",
+                           lambda: step("provision2", [str(REPO / ".venv" / "bin" / "ansible-playbook"),
+                                                       "playbooks/site.yml"], "provision"))
     except LabError as e:
         print(f"bench/lab.py: {e}", file=sys.stderr)
         print(timer.table())
@@ -125,15 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     seconds = dict(timer.times)
     second_s = seconds["second provision"]
     print()
+    # Each phase of the first four is shown as its share of the total's goal: where the 60 s go.
     rows = [
-        ["box" + ("" if box_was_cached(box) else " (BUILT, not cached)"), f"{seconds['box']:.1f}", "", ""],
-        ["up", f"{seconds['up']:.1f}", "", ""],
-        ["provision", f"{seconds['provision']:.1f}", "", ""],
-        ["verify", f"{seconds['verify']:.1f}", "", ""],
+        ["box" + ("" if box_was_cached(box) else " (BUILT, not cached)"), f"{seconds['box']:.1f}",
+         f"of {GOAL_TOTAL_S:.0f}", ratio(seconds["box"], GOAL_TOTAL_S)],
+        ["up", f"{seconds['up']:.1f}", f"of {GOAL_TOTAL_S:.0f}", ratio(seconds["up"], GOAL_TOTAL_S)],
+        ["provision", f"{seconds['provision']:.1f}", f"of {GOAL_TOTAL_S:.0f}",
+         ratio(seconds["provision"], GOAL_TOTAL_S)],
+        ["verify", f"{seconds['verify']:.1f}", f"of {GOAL_TOTAL_S:.0f}", ratio(seconds["verify"], GOAL_TOTAL_S)],
         ["total (box..verify)", f"{total:.1f}", f"<= {GOAL_TOTAL_S:.0f}", ratio(total, GOAL_TOTAL_S)],
         ["second provision", f"{second_s:.1f}", f"<= {GOAL_SECOND_RUN_S:.0f}", ratio(second_s, GOAL_SECOND_RUN_S)],
     ]
-    print_table(f"make lab phases, seconds ({args.masters} master + {args.workers} workers)",
+    print_table(f"make lab phases, seconds ({args.masters} master + {args.workers} workers; load average "
+                f"{load_at_start} at the start, {loadavg()} at the end)",
                 ["phase", "seconds", "goal", "ratio"], rows)
     changed = changed_tasks(second)
     for phase, title in (("provision", "first"), ("provision2", "second")):
@@ -146,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
           f"second run {'met' if second_s <= GOAL_SECOND_RUN_S else 'MISSED'}")
     if args.json:
         print(json.dumps({"masters": args.masters, "workers": args.workers, "phases": seconds, "total": total,
-                          "second_run_changed": changed, "box_cached": box_was_cached(box)}))
+                          "second_run_changed": changed, "box_cached": box_was_cached(box),
+                          "load_at_start": load_at_start, "load_at_end": loadavg()}))
     if not args.keep:
         _down(step)
     return 0

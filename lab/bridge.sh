@@ -21,13 +21,26 @@ foreign_holders() {
 }
 
 # A bridge of another minikube-py checkout whose directory is gone is an orphan of ours (a deleted
-# clone, a killed CI run): its containers and bridge go. A live checkout's lab is left alone.
+# clone, a killed CI run): its containers and bridge go. A live checkout's lab is left alone, unless
+# MINIKUBE_PY_LAB_RECLAIM=1 (`make test`: the CI clone runs right after a session that may have left
+# its lab up). Either way only a lab the registry records is touched: one `make lab-up` made.
 reclaim_orphan() {
-  local dev=$1 other_id owner name
+  local dev=$1 other_id owner name why
   case $dev in mkpy-????????) other_id=${dev#mkpy-} ;; *) return 1 ;; esac
   owner=$(cat "$LAB_REGISTRY_DIR/$other_id" 2>/dev/null || true)
-  [ -n "$owner" ] && [ ! -e "$owner/Vagrantfile" ] || return 1
-  echo "minikube-py lab: removing the orphaned lab of $owner (its checkout is gone)" >&2
+  [ -n "$owner" ] || return 1
+  if [ ! -e "$owner/Vagrantfile" ]; then
+    why="its checkout is gone"
+  elif [ "${MINIKUBE_PY_LAB_RECLAIM:-}" = 1 ]; then
+    why="MINIKUBE_PY_LAB_RECLAIM=1: 'make test' replaces any other minikube-py lab"
+  else
+    return 1
+  fi
+  if [ "$why" = "its checkout is gone" ]; then
+    echo "minikube-py lab: removing the orphaned lab of $owner ($why)" >&2
+  else
+    echo "minikube-py lab: removing the lab of $owner ($why)" >&2
+  fi
   for name in $(lxc-ls -1 2>/dev/null | grep "^mkpy-$other_id-" || true); do
     lxc-stop -k -n "$name" >/dev/null 2>&1 || true
     lxc-destroy -n "$name" >/dev/null

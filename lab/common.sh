@@ -48,9 +48,15 @@ require_host_packages() {
   [ -z "$missing" ] || die "Debian packages missing: $missing: run 'make box' (it installs them)"
 }
 
+# Vagrant holds the whole box: an interrupted `vagrant box add` or a deleted file leaves it in part.
+box_added_whole() {
+  [ -f "$BOX_DIR/metadata.json" ] && [ -f "$BOX_DIR/lxc-config" ] && [ -s "$BOX_DIR/rootfs.tar.gz" ]
+}
+
 require_box() {
-  [ -f "$BOX_DIR/metadata.json" ] \
-    || die "box $BOX_NAME $BOX_VERSION (recipe $BOX_HASH) is not built: run 'make box'"
+  [ -d "$BOX_DIR" ] || die "box $BOX_NAME $BOX_VERSION (recipe $BOX_HASH) is not built: run 'make box'"
+  box_added_whole \
+    || die "box $BOX_NAME $BOX_VERSION in $BOX_DIR is incomplete: run 'make box' (it replaces it)"
 }
 
 # Containers of this checkout, whatever their state.

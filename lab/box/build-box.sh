@@ -1,14 +1,51 @@
 #!/usr/bin/env bash
 # Builds the lab's vagrant-lxc box (Debian bookworm from Debian packages, with everything the roles
 # need baked in) and adds it to Vagrant as minikube-py/bookworm at the version derived from this
-# recipe (this script + packages.txt). The box lives outside the clone, so later runs and other
-# clones skip the build; a changed recipe gives a new version.
+# recipe (this script, packages.txt and pyproject's dependency list). The box lives outside the
+# clone, so later runs and other clones skip the build; a changed recipe gives a new version. A cached
+# box that fails its checksum, or one Vagrant holds only in part, is replaced rather than used.
 #
 # Usage: lab/box/build-box.sh          (MINIKUBE_PY_DEBIAN_MIRROR overrides the mirror)
+#        lab/box/build-box.sh --check  says whether the box is ready, builds nothing (exit 1 if not)
 set -euo pipefail
 source "$(dirname "$0")/../common.sh"
 
 require_root box
+
+add_box() {
+  if [ -d "$BOX_DIR" ] && ! box_added_whole; then
+    echo "minikube-py lab: Vagrant's copy of $BOX_NAME $BOX_VERSION is incomplete ($BOX_DIR): replacing it" >&2
+    vagrant box remove --force --provider lxc --box-version "$BOX_VERSION" "$BOX_NAME" >/dev/null 2>&1 \
+      || rm -rf "$BOX_DIR"
+  fi
+  box_added_whole && return 0
+  vagrant box add --provider lxc "$BOX_METADATA" >/dev/null
+  echo "Added $BOX_NAME $BOX_VERSION (recipe $BOX_HASH) to Vagrant"
+}
+
+# The cached box file matches the checksum recorded when it was built (a truncated copy, a disk error).
+cached_box_intact() {
+  [ -f "$BOX_FILE" ] && [ -f "$BOX_METADATA" ] || return 1
+  local want
+  want=$(sed -n 's/.*"checksum": "\([0-9a-f]\{64\}\)".*/\1/p' "$BOX_METADATA")
+  [ -n "$want" ] && [ "$(sha256sum "$BOX_FILE" | cut -d' ' -f1)" = "$want" ]
+}
+
+if [ "${1:-}" = --check ]; then
+  if box_added_whole; then
+    echo "box $BOX_NAME $BOX_VERSION is ready ($BOX_DIR)"
+  elif cached_box_intact; then
+    die "box $BOX_FILE is built but not added to Vagrant: run 'make box' (it adds it)"
+  elif [ -f "$BOX_FILE" ] || [ -f "$BOX_METADATA" ]; then
+    die "the cached box $BOX_FILE is damaged (checksum mismatch or missing metadata): run 'make box' (it rebuilds it)"
+  elif [ -d "$BOX_DIR" ]; then
+    die "box $BOX_NAME $BOX_VERSION in $BOX_DIR is incomplete: run 'make box' (it replaces it)"
+  else
+    die "box $BOX_NAME $BOX_VERSION (recipe $BOX_HASH) is not built: run 'make box'"
+  fi
+  exit 0
+fi
+
 install_host_packages
 
 # The Debian archive this machine already uses: the first bookworm entry in its apt sources.
@@ -42,16 +79,18 @@ mkdir -p "$BOX_CACHE" /var/cache/minikube-py/debs
 exec 9>"$BOX_CACHE/.build.lock"
 flock 9  # a second `make box` waits for the first instead of building the same box twice
 
-add_box() {
-  [ -f "$BOX_DIR/metadata.json" ] && return 0
-  vagrant box add --provider lxc "$BOX_METADATA" >/dev/null
-  echo "Added $BOX_NAME $BOX_VERSION (recipe $BOX_HASH) to Vagrant"
-}
-
-if [ -f "$BOX_FILE" ] && [ -f "$BOX_METADATA" ]; then
+if box_added_whole && [ -f "$BOX_METADATA" ]; then
+  echo "Box $BOX_NAME $BOX_VERSION is up to date ($BOX_FILE)"
+  exit 0
+fi
+if cached_box_intact; then
   add_box
   echo "Box $BOX_NAME $BOX_VERSION is up to date ($BOX_FILE)"
   exit 0
+fi
+if [ -f "$BOX_FILE" ] || [ -f "$BOX_METADATA" ]; then
+  echo "minikube-py lab: the cached box $BOX_FILE is damaged (checksum mismatch or missing metadata): rebuilding it" >&2
+  rm -f "$BOX_FILE" "$BOX_METADATA"
 fi
 
 vagrant_key=$(ls /usr/share/rubygems-integration/all/gems/vagrant-[0-9]*/keys/vagrant.pub \
@@ -102,6 +141,22 @@ unshare --mount --propagation private -- env ROOTFS="$rootfs" PACKAGES="$package
   in_root apt-get clean
 ' >"$work/install.log" 2>&1 || { tail -n 20 "$work/install.log" >&2; die "installing the box packages failed (log above)"; }
 grep '(not in the archive' "$work/install.log" || true
+
+# minikube-py's dependencies, baked in: provisioning then installs only minikube-py's own wheel.
+# (The recipe hash covers the dependency list, so a new dependency builds a new box.)
+phase "python dependencies into /opt/minikube-py/venv"
+"$LAB_DIR/wheelhouse.sh" deps
+mkdir -p "$rootfs/tmp/wheels"
+tar -xf "$DEPS_WHEELS/wheels.tar" -C "$rootfs/tmp/wheels"
+unshare --mount --propagation private -- env ROOTFS="$rootfs" DEPS_HASH="$DEPS_HASH" bash -euo pipefail -c '
+  mount -t proc proc "$ROOTFS/proc"
+  in_root() { chroot "$ROOTFS" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$@"; }
+  in_root python3 -m venv /opt/minikube-py/venv
+  in_root /opt/minikube-py/venv/bin/pip install -q --disable-pip-version-check --no-index --no-cache-dir \
+    --find-links /tmp/wheels -r /tmp/wheels/requirements.txt
+  echo "$DEPS_HASH" >"$ROOTFS/opt/minikube-py/venv/minikube-py-deps"
+' >"$work/venv.log" 2>&1 || { tail -n 20 "$work/venv.log" >&2; die "installing the python dependencies into the box failed (log above)"; }
+rm -rf "$rootfs/tmp/wheels"
 
 phase "configuring"
 in_root() { chroot "$rootfs" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }

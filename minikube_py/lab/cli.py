@@ -283,6 +283,11 @@ def _ansible_failure(lines: Sequence[str]) -> str | None:
     return None
 
 
+def failure_summary(lines: Sequence[str]) -> str | None:
+    """One line for a failed lab command: the script's own error line, else the first failed Ansible task."""
+    return _error_line(lines) or _ansible_failure(list(lines))
+
+
 def slowest_tasks(stamped: Sequence[str], count: int = 5) -> list[tuple[str, float]]:
     """The ``count`` slowest ansible tasks in a stamped log, slowest first: each task lasts until the
     next TASK or HANDLER header (or the recap)."""

@@ -1,46 +1,32 @@
-"""The lab substrate: `make lab-up` / `make lab-down` on vagrant-lxc, 1 master + 2 workers.
+"""The lab substrate: ``lab/lab-up.sh`` on vagrant-lxc, 1 master + 2 workers, before any provisioning.
 
-Runs only as ``make test-lab`` (needs root, boots three Debian machines). Machines already up are
-reused; the last test tears the lab down and checks that nothing of it is left. The tests run in
-file order and share one lab.
+First the bad input, checked before any machine is touched (no root, missing packages, a missing or
+broken box, a busy address, another lab), then the bare machines. The lab comes from the session
+fixture ``lab_machines`` (conftest.py); ``test_lifecycle.py`` destroys it at the end and checks what is
+left. Runs with ``make test-lab`` (and so ``make test``), as root.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from minikube_py.lab.inventory import LabError, parse_ssh_config, render_inventory
 from minikube_py.lab.names import lab_env
+from tests.lab.conftest import LAB, REPO, run, timed
 
 pytestmark = pytest.mark.lab
 
-ROOT = Path(__file__).resolve().parents[2]
-LAB = ROOT / "lab"
+ROOT = REPO
 PLAN = {"master1": "192.168.56.10", "worker1": "192.168.56.21", "worker2": "192.168.56.22"}
 SSH_CONFIG = ROOT / ".lab" / "ssh-config"
 INVENTORY = ROOT / "inventory" / "lab.ini"
 ENV = lab_env(ROOT)
 VENV_BIN = ROOT / ".venv" / "bin"
-
-for tool in ("vagrant", "lxc-start", "lxc-ls"):
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed (make box installs it)", allow_module_level=True)
-
-
-def run(
-    args: list[str], timeout: float = 300, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1", **(env or {})}
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
 def ssh(host: str, command: str) -> str:
@@ -54,19 +40,6 @@ def our_containers() -> list[str]:
     return [n for n in out if n.startswith(ENV["LAB_CONTAINER_PREFIX"])]
 
 
-def bridge_exists() -> bool:
-    return run(["ip", "link", "show", "dev", ENV["LAB_BRIDGE"]]).returncode == 0
-
-
-def timed(args: list[str], what: str, env: dict[str, str] | None = None) -> float:
-    start = time.monotonic()
-    proc = run(args, timeout=600, env=env)
-    elapsed = time.monotonic() - start
-    assert proc.returncode == 0, f"{what} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    print(f"\n{what}: {elapsed:.1f} s")
-    return elapsed
-
-
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
     assert proc.returncode != 0, proc.stdout
     lines = proc.stderr.strip().splitlines()
@@ -76,13 +49,11 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[None]:
-    assert os.geteuid() == 0, "the lab tests need root (privileged LXC containers): run 'sudo make test-lab'"
-    try:
-        timed([str(LAB / "lab-up.sh")], "lab-up (1 master, 2 workers)", env={"MASTERS": "1", "WORKERS": "2"})
-        yield
-    finally:
-        run([str(LAB / "lab-down.sh")], timeout=600)
+def lab(lab_machines: None) -> None:
+    """The machines of the plan, up and not provisioned yet."""
+    hosts = parse_ssh_config(SSH_CONFIG.read_text())
+    if [h.name for h in hosts] != list(PLAN):
+        pytest.fail(f"the substrate tests need the 1 master + 2 workers plan, the lab has {[h.name for h in hosts]}")
 
 
 # -- inventory generation, no machines needed --------------------------------------------------
@@ -150,6 +121,28 @@ def test_missing_box_names_the_fix(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_incomplete_box_in_vagrant_names_the_fix(tmp_path: Path) -> None:
+    # An interrupted `vagrant box add`: the box directory exists, its root filesystem does not.
+    box_dir = Path(lab_env(ROOT, {"VAGRANT_HOME": str(tmp_path)})["BOX_DIR"])
+    box_dir.mkdir(parents=True)
+    (box_dir / "metadata.json").write_text('{"provider": "lxc"}')
+    line = one_line_error(run([str(LAB / "lab-up.sh")], env={"VAGRANT_HOME": str(tmp_path)}))
+    assert "incomplete" in line and "make box" in line
+
+
+def test_damaged_cached_box_is_named_and_rebuilt_by_make_box(tmp_path: Path) -> None:
+    """A truncated box file in the cache fails its recorded checksum: reported, never handed to Vagrant."""
+    env = {"MINIKUBE_PY_BOX_CACHE": str(tmp_path / "boxes"), "VAGRANT_HOME": str(tmp_path / "vagrant")}
+    names = lab_env(ROOT, env)
+    Path(names["BOX_CACHE"]).mkdir()
+    Path(names["BOX_FILE"]).write_bytes(b"half a box")
+    Path(names["BOX_METADATA"]).write_text(json.dumps({"versions": [{"providers": [
+        {"checksum_type": "sha256", "checksum": "0" * 64}]}]}))
+    line = one_line_error(run([str(LAB / "box" / "build-box.sh"), "--check"], env=env))
+    assert "damaged" in line and names["BOX_FILE"] in line and "make box" in line
+    assert not (tmp_path / "vagrant").exists()
+
+
 def test_busy_address_names_the_interface() -> None:
     dummy = f"mkpyt{uuid.uuid4().hex[:6]}"
     # A /32 in the lab range: enough to be a conflict, no route that would disturb a running lab.
@@ -178,12 +171,41 @@ def test_lab_of_a_live_checkout_is_left_alone(tmp_path: Path) -> None:
     (tmp_path / "Vagrantfile").write_text("")
     bridge, entry = fake_lab_bridge(tmp_path)
     try:
-        line = one_line_error(run([str(LAB / "bridge.sh"), "check"]))
+        line = one_line_error(run([str(LAB / "bridge.sh"), "check"], env={"MINIKUBE_PY_LAB_RECLAIM": "0"}))
         assert bridge in line and str(tmp_path) in line and "make lab-down" in line
         assert run(["ip", "link", "show", "dev", bridge]).returncode == 0
     finally:
         run(["ip", "link", "del", bridge])
         entry.unlink(missing_ok=True)
+
+
+def test_make_test_replaces_the_lab_of_a_live_checkout(tmp_path: Path) -> None:
+    """The CI clone runs right after a session that may have left its lab up: under `make test` a lab the
+    registry records is ours by construction, and goes."""
+    (tmp_path / "Vagrantfile").write_text("")
+    bridge, entry = fake_lab_bridge(tmp_path)
+    try:
+        proc = run([str(LAB / "bridge.sh"), "check"], env={"MINIKUBE_PY_LAB_RECLAIM": "1"})
+        assert proc.returncode == 0, proc.stderr
+        assert f"removing the lab of {tmp_path}" in proc.stderr
+        assert run(["ip", "link", "show", "dev", bridge]).returncode != 0
+        assert not entry.exists()
+    finally:
+        run(["ip", "link", "del", bridge])
+        entry.unlink(missing_ok=True)
+
+
+def test_unregistered_bridge_is_never_removed() -> None:
+    """A mkpy-looking bridge no `make lab-up` recorded is not provably ours: named, left alone."""
+    bridge = f"mkpy-{uuid.uuid4().hex[:8]}"
+    assert run(["ip", "link", "add", bridge, "type", "bridge"]).returncode == 0
+    try:
+        assert run(["ip", "addr", "add", "192.168.56.252/32", "dev", bridge]).returncode == 0
+        line = one_line_error(run([str(LAB / "bridge.sh"), "check"], env={"MINIKUBE_PY_LAB_RECLAIM": "1"}))
+        assert bridge in line and "192.168.56.0/24" in line
+        assert run(["ip", "link", "show", "dev", bridge]).returncode == 0
+    finally:
+        run(["ip", "link", "del", bridge])
 
 
 def test_lab_of_a_deleted_checkout_is_reclaimed(tmp_path: Path) -> None:
@@ -288,12 +310,3 @@ def test_rerun_reuses_machines_and_removes_stale_containers(lab: None) -> None:
     finally:
         if stale in our_containers():
             run(["lxc-destroy", "-n", stale])
-
-
-def test_teardown_leaves_no_container_no_bridge(lab: None) -> None:
-    timed([str(LAB / "lab-down.sh")], "lab-down")
-    assert our_containers() == []
-    assert not bridge_exists()
-    assert not (ROOT / ".lab").exists()
-    assert not INVENTORY.exists()
-    assert not (Path(ENV["LAB_REGISTRY_DIR"]) / ENV["LAB_ID"]).exists()

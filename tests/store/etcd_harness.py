@@ -47,14 +47,15 @@ class _Member:
     data_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"{self.scheme}://127.0.0.1:{self.peer_port}"
 
     @property
     def endpoint(self) -> str:
@@ -63,6 +64,8 @@ class _Member:
 
 class EtcdCluster:
     """``members`` etcd processes forming one cluster on 127.0.0.1."""
+
+    scheme = "http"
 
     def __init__(self, workdir: Path, members: int = 1) -> None:
         if members < 1:
@@ -83,6 +86,7 @@ class EtcdCluster:
         self._started = True
         token = f"minikube-py-test-{uuid.uuid4().hex[:12]}"
         self._members = []
+        self._prepare([f"m{i}" for i in range(self.size)])
         for i in range(self.size):
             base = self.workdir / f"member{i}"
             base.mkdir(parents=True, exist_ok=True)
@@ -93,6 +97,7 @@ class EtcdCluster:
                     peer_port=free_port(),
                     data_dir=base / "data",
                     log_path=base / "etcd.log",
+                    scheme=self.scheme,
                 )
             )
         initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in self._members)
@@ -117,6 +122,7 @@ class EtcdCluster:
                         "logger": "zap",
                         "log-outputs": "stderr",
                         "log-level": "warn",
+                        **self._extra_flags(m),
                     }
                     m.process = subprocess.Popen(
                         [ETCD_BINARY, *(f"--{name}={value}" for name, value in flags.items())],
@@ -129,6 +135,17 @@ class EtcdCluster:
         except BaseException:
             self.stop()
             raise
+
+    # -- what a subclass changes (TLS) --------------------------------------------------------------
+
+    def _prepare(self, names: list[str]) -> None:
+        """Called before the members start, with their names."""
+
+    def _extra_flags(self, m: _Member) -> dict[str, str]:
+        return {}
+
+    def _channel(self, endpoint: str) -> grpc.Channel:
+        return grpc.insecure_channel(endpoint)
 
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -172,6 +189,11 @@ class EtcdCluster:
         """Client endpoints, ``127.0.0.1:PORT``, in member order."""
         return [m.endpoint for m in self._members]
 
+    @property
+    def urls(self) -> list[str]:
+        """``SCHEME://127.0.0.1:PORT`` per member."""
+        return [m.client_url for m in self._members]
+
     def alive(self, index: int) -> bool:
         proc = self._members[index].process
         return proc is not None and proc.poll() is None
@@ -200,11 +222,14 @@ class EtcdCluster:
         return None if resp is None else int(resp.leader)
 
     def _status_response(self, index: int, timeout: float) -> rpc.StatusResponse | None:
-        with grpc.insecure_channel(self._members[index].endpoint) as channel:
+        with self._channel(self._members[index].endpoint) as channel:
             try:
                 return rpc.MaintenanceStub(channel).Status(rpc.StatusRequest(), timeout=timeout)
             except grpc.RpcError:
                 return None
+
+    def log_tail(self, name: str) -> str:
+        return self._log_tail(next(m for m in self._members if m.name == name))
 
     def _log_tail(self, m: _Member) -> str:
         try:

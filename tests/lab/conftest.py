@@ -7,9 +7,10 @@ Two modes:
 - end to end (``MINIKUBE_PY_LAB_E2E=1``, set by ``lab/test-lab.sh``): the fixtures bring a lab of
   ``MASTERS``/``WORKERS`` machines up, provision it, and destroy it at the end even when a test fails.
   The files run in the order of a lab's life: substrate (bad input, then the bare machines), placement,
-  smoke, lifecycle (second provisioning changes nothing, reset, destroy).
-- against a lab ``make lab`` made (``make lab``, ``minikube-py lab verify``): placement and smoke only
-  read it; nothing is brought up or torn down.
+  smoke, security, lifecycle (second provisioning changes nothing, reset, destroy).
+- against a lab ``make lab`` made (``make lab``, ``minikube-py lab verify``): placement, smoke and
+  security only read it (security adds a namespace of its own and deletes it); nothing is brought up or
+  torn down.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -31,7 +32,7 @@ from minikube_py.lab.cli import failure_summary
 LAB_TESTS = Path(__file__).resolve().parent
 E2E = os.environ.get("MINIKUBE_PY_LAB_E2E") == "1"
 # A lab's life, in order: a file not listed runs after these.
-FILE_ORDER = ["test_substrate.py", "test_placement.py", "test_smoke.py", "test_lifecycle.py"]
+FILE_ORDER = ["test_substrate.py", "test_placement.py", "test_smoke.py", "test_security.py", "test_lifecycle.py"]
 # Bring-up and a first provisioning run take minutes on a loaded 2-core host; the suite default is 300 s.
 LAB_TEST_TIMEOUT = 900
 
@@ -63,6 +64,26 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     for item in items:
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(LAB_TEST_TIMEOUT))
+
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float = 120.0, interval: float = 1.0) -> T:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` and the last error."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except AssertionError as e:
+            last = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what} (last: {last})")
+        time.sleep(interval)
 
 
 # ---- timings, printed at the end of the run ---------------------------------------------------------------
@@ -214,8 +235,9 @@ def planned_groups() -> dict[str, list[str]]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A test taking ``lab_machine`` runs once per lab machine, ``lab_worker`` once per worker, ``lab_master``
-    once per master."""
-    for fixture, group in (("lab_machine", "all"), ("lab_worker", "workers"), ("lab_master", "masters")):
+    once per master, ``lab_etcd`` once per etcd member."""
+    for fixture, group in (("lab_machine", "all"), ("lab_worker", "workers"), ("lab_master", "masters"),
+                           ("lab_etcd", "etcd")):
         if fixture in metafunc.fixturenames:
             groups = planned_groups()
             names = list(dict.fromkeys(h for g in groups.values() for h in g)) if group == "all" else groups[group]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 VENV_BIN = "/opt/minikube-py/venv/bin"
+PKI_DIR = "/etc/minikube-py/pki"
 
 # (component, systemd unit, port, group that runs it). Ports are checked on 0.0.0.0 and the machine's
 # lab address: etcd listens on the lab address and 127.0.0.1 only, the others on 0.0.0.0.
@@ -34,22 +35,35 @@ LOOPBACK_PORTS = [
     ("apiserver fail-over listener", 6443, "workers"),
 ]
 
-# (path, mode, group that has it). Keys and kubeconfigs carry credentials: 0600, root only.
+# (path, mode, group that has it, owner). Keys, kubeconfigs and the encryption config carry credentials: 0600.
+# etcd's files belong to the etcd user (Debian's etcd.service runs as etcd); the rest to root.
 FILES = [
-    ("/etc/minikube-py/pki/ca.crt", 0o644, "all"),
-    ("/etc/minikube-py/pki/apiserver.crt", 0o644, "masters"),
-    ("/etc/minikube-py/pki/apiserver.key", 0o600, "masters"),
-    ("/etc/minikube-py/pki/apiserver-kubelet-client.key", 0o600, "masters"),
-    ("/etc/minikube-py/pki/sa.key", 0o600, "masters"),
-    ("/etc/minikube-py/admin.conf", 0o600, "masters"),
-    ("/etc/minikube-py/controller-manager.conf", 0o600, "masters"),
-    ("/etc/minikube-py/scheduler.conf", 0o600, "masters"),
-    ("/etc/minikube-py/tokens.csv", 0o600, "masters"),
-    ("/etc/minikube-py/kubelet.conf", 0o600, "workers"),
-    ("/etc/minikube-py/proxy.conf", 0o600, "workers"),
-    ("/etc/minikube-py/pki/kube-proxy.key", 0o600, "workers"),
+    ("/etc/minikube-py/pki/ca.crt", 0o644, "all", "root"),
+    ("/etc/minikube-py/pki/apiserver.crt", 0o644, "masters", "root"),
+    ("/etc/minikube-py/pki/apiserver.key", 0o600, "masters", "root"),
+    ("/etc/minikube-py/pki/apiserver-kubelet-client.key", 0o600, "masters", "root"),
+    ("/etc/minikube-py/pki/apiserver-etcd-client.crt", 0o644, "masters", "root"),
+    ("/etc/minikube-py/pki/apiserver-etcd-client.key", 0o600, "masters", "root"),
+    ("/etc/minikube-py/pki/etcd-ca.crt", 0o644, "masters", "root"),
+    ("/etc/minikube-py/pki/sa.key", 0o600, "masters", "root"),
+    ("/etc/minikube-py/pki/encryption-config.yaml", 0o600, "masters", "root"),
+    ("/etc/minikube-py/admin.conf", 0o600, "masters", "root"),
+    ("/etc/minikube-py/controller-manager.conf", 0o600, "masters", "root"),
+    ("/etc/minikube-py/scheduler.conf", 0o600, "masters", "root"),
+    ("/etc/minikube-py/tokens.csv", 0o600, "masters", "root"),
+    ("/etc/minikube-py/pki/etcd/ca.crt", 0o644, "etcd", "etcd"),
+    ("/etc/minikube-py/pki/etcd/server.crt", 0o644, "etcd", "etcd"),
+    ("/etc/minikube-py/pki/etcd/server.key", 0o600, "etcd", "etcd"),
+    ("/etc/minikube-py/pki/etcd/peer.crt", 0o644, "etcd", "etcd"),
+    ("/etc/minikube-py/pki/etcd/peer.key", 0o600, "etcd", "etcd"),
+    ("/etc/minikube-py/pki/etcd/healthcheck-client.crt", 0o644, "etcd", "etcd"),
+    ("/etc/minikube-py/pki/etcd/healthcheck-client.key", 0o600, "etcd", "etcd"),
+    ("/etc/minikube-py/kubelet.conf", 0o600, "workers", "root"),
+    ("/etc/minikube-py/proxy.conf", 0o600, "workers", "root"),
+    ("/etc/minikube-py/pki/kube-proxy.key", 0o600, "workers", "root"),
+    ("/etc/minikube-py/pki/kubelet-serving.crt", 0o644, "workers", "root"),
+    ("/etc/minikube-py/pki/kubelet-serving.key", 0o600, "workers", "root"),
 ]
-
 
 def in_group(groups: dict[str, list[str]], group: str, name: str) -> bool:
     return group == "all" or name in groups[group]
@@ -90,15 +104,15 @@ def test_api_server_is_not_exposed_on_workers(lab_worker: str, lab_addresses: di
         assert not listening(host, lab_addresses[lab_worker], port), f"port {port} open on {lab_worker}"
 
 
-@pytest.mark.parametrize(("path", "mode", "group"), FILES, ids=[f[0] for f in FILES])
+@pytest.mark.parametrize(("path", "mode", "group", "owner"), FILES, ids=[f[0] for f in FILES])
 def test_config_file_placement_and_mode(lab_machine: str, lab_groups: dict[str, list[str]], lab_host: Any,
-                                        path: str, mode: int, group: str) -> None:
+                                        path: str, mode: int, group: str, owner: str) -> None:
     f = lab_host(lab_machine).file(path)
     if not in_group(lab_groups, group, lab_machine):
         assert not f.exists, f"{path} should not be on {lab_machine}"
         return
     assert f.is_file, f"{path} missing on {lab_machine}"
-    assert (f.user, f.group) == ("root", "root")
+    assert (f.user, f.group) == (owner, owner), f"{path} on {lab_machine} is {f.user}:{f.group}"
     assert f.mode == mode, f"{path} on {lab_machine} has mode {f.mode:o}, expected {mode:o}"
 
 
@@ -118,8 +132,19 @@ def test_kubelet_certificate_is_the_nodes_own(lab_machine: str, lab_groups: dict
 
 
 def test_no_ca_key_on_any_machine(lab_machine: str, lab_host: Any) -> None:
-    """The CA key stays on the controller: a machine that had it could mint any identity."""
-    assert not lab_host(lab_machine).file("/etc/minikube-py/pki/ca.key").exists
+    """The CA keys stay on the controller: a machine that had one could mint any identity (etcd's: any
+    etcd client, i.e. read every Secret's ciphertext and write anything)."""
+    # ca.key, etcd/ca.key, or a copy of either under another name ending so.
+    found = lab_host(lab_machine).check_output("find /etc/minikube-py -name '*ca.key'")
+    assert found == "", f"CA keys on {lab_machine}: {found}"
+
+def test_kubelet_serving_certificate_is_the_nodes(lab_worker: str, lab_addresses: dict[str, str],
+                                                  lab_host: Any) -> None:
+    """The API server verifies the kubelet it calls against the cluster CA: name and address must be in it."""
+    shown = lab_host(lab_worker).check_output(f"{VENV_BIN}/minikube-py pki show {PKI_DIR}/kubelet-serving.crt")
+    assert f"CN=system:node:{lab_worker}" in shown and "serverAuth" in shown, shown
+    assert lab_worker in shown and lab_addresses[lab_worker] in shown, shown
+    assert "CN=minikube-py-ca" in shown, shown
 
 
 def test_package_installed_offline(lab_machine: str, lab_host: Any) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-T = TypeVar("T")
+from tests.lab.conftest import wait_for
+
 KUBECONFIG = "/etc/minikube-py/admin.conf"
 DOWNWARD_ENV = [
     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -26,23 +26,6 @@ DOWNWARD_ENV = [
 ]
 FETCH = ("import sys, urllib.request; "
          "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())")
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float = 120.0, interval: float = 1.0) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` and the last error."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except AssertionError as e:
-            last = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what} (last: {last})")
-        time.sleep(interval)
 
 
 class Kubectl:

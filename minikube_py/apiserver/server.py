@@ -22,7 +22,7 @@ from minikube_py import __version__
 from minikube_py.api import errors
 from minikube_py.store import Store, StoreError, StoreUnavailableError
 
-from . import discovery, handlers
+from . import discovery, handlers, impersonation
 from .metrics import Metrics
 from .objects import dumps
 from .rbac import MASTERS, decide
@@ -176,6 +176,8 @@ class APIServer:
                     user = None  # its ServiceAccount (or pod) was deleted, perhaps made again
                 if user is None:
                     raise errors.unauthorized()
+                if impersonation.requested(request.headers):
+                    user = await impersonation.impersonate(user, request.headers, self._allowed)
                 if self._masters_allowed and MASTERS in user.groups:
                     allowed, reason = True, ""
                 else:
@@ -211,6 +213,11 @@ class APIServer:
             self.metrics.inflight -= 1
             self.metrics.observe(ri.verb.upper() if ri.is_resource else request.method, resource,
                                  ri.subresource, code, time.perf_counter() - started)
+
+    async def _allowed(self, user: User, ri: RequestInfo) -> tuple[bool, str]:
+        if self._masters_allowed and MASTERS in user.groups:
+            return True, ""
+        return await decide(self.authorizer, user, ri)
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         ri: RequestInfo = request["ri"]

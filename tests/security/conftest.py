@@ -16,7 +16,9 @@ from tests.apiserver.conftest import KUBECTLS, LocalAPIServer, running_apiserver
 
 # token -> user; none of them has a binding until a test makes one.
 USERS = {"bob": "bob-token-0123456789", "carol": "carol-token-0123456789", "dave": "dave-token-0123456789",
-         "erin": "erin-token-0123456789", "frank": "frank-token-0123456789"}
+         "erin": "erin-token-0123456789", "frank": "frank-token-0123456789",
+         # test_impersonation's own: the server is shared by the session, so bindings must not leak.
+         "ivan": "ivan-token-0123456789", "judy": "judy-token-0123456789"}
 
 
 def write_token_file(data_dir: Path) -> None:

@@ -23,16 +23,16 @@ def whoami(client, **headers: str) -> dict:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def impersonator(secured: LocalAPIServer) -> LocalAPIServer:
-    """carol may impersonate the user "dave" and the group "team-a", nothing else; dave may view."""
+    """ivan may impersonate the user "judy" and the group "team-a", nothing else; judy may view."""
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "impersonate-dave"},
-            "rules": [{"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"], "resourceNames": ["dave"]},
+            "metadata": {"name": "impersonate-judy"},
+            "rules": [{"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"], "resourceNames": ["judy"]},
                       {"apiGroups": [""], "resources": ["groups"], "verbs": ["impersonate"],
                        "resourceNames": ["team-a"]}]}
     with admin(secured) as c:
         ok(c.post(f"{RBAC}/clusterroles", json=role), 201)
-    bind(secured, None, "carol-impersonates", "ClusterRole", "impersonate-dave", "carol")
-    bind(secured, "default", "dave-view", "ClusterRole", "view", "dave")
+    bind(secured, None, "ivan-impersonates", "ClusterRole", "impersonate-judy", "ivan")
+    bind(secured, "default", "judy-view", "ClusterRole", "view", "judy")
     return secured
 
 
@@ -51,17 +51,17 @@ def test_admin_runs_as_the_impersonated_user(impersonator: LocalAPIServer) -> No
 
 
 def test_only_what_rbac_allows_may_be_impersonated(impersonator: LocalAPIServer) -> None:
-    with as_user(impersonator, "carol") as c:
-        assert c.get("/api/v1/namespaces/default/pods").status_code == 403  # carol herself may not
-        assert c.get("/api/v1/namespaces/default/pods", headers={"Impersonate-User": "dave"}).status_code == 200
-        assert whoami(c, **{"Impersonate-User": "dave", "Impersonate-Group": "team-a"})["groups"] == [
+    with as_user(impersonator, "ivan") as c:
+        assert c.get("/api/v1/namespaces/default/pods").status_code == 403  # ivan himself may not
+        assert c.get("/api/v1/namespaces/default/pods", headers={"Impersonate-User": "judy"}).status_code == 200
+        assert whoami(c, **{"Impersonate-User": "judy", "Impersonate-Group": "team-a"})["groups"] == [
             "team-a", "system:authenticated"]
         other = c.get("/api/v1/namespaces/default/pods", headers={"Impersonate-User": "erin"})
         assert other.status_code == 403
-        assert other.json()["message"] == ('users "erin" is forbidden: User "carol" cannot impersonate resource '
+        assert other.json()["message"] == ('users "erin" is forbidden: User "ivan" cannot impersonate resource '
                                            '"users" in API group "" at the cluster scope')
         escalate = c.get("/api/v1/namespaces/default/pods",
-                         headers={"Impersonate-User": "dave", "Impersonate-Group": "system:masters"})
+                         headers={"Impersonate-User": "judy", "Impersonate-Group": "system:masters"})
         assert escalate.status_code == 403
         assert 'cannot impersonate resource "groups"' in escalate.json()["message"]
         sa = c.get("/api/v1/namespaces/default/pods", headers={"Impersonate-User": "system:serviceaccount:default:x"})
@@ -94,8 +94,8 @@ def test_kubectl_as(impersonator: LocalAPIServer, version: str, tmp_path: Path) 
         return subprocess.run([path, f"--kubeconfig={impersonator.kubeconfig}", f"--cache-dir={tmp_path / 'c'}",
                                *args], capture_output=True, text=True, timeout=60)
 
-    assert kubectl("auth", "can-i", "create", "pods", "--as=dave").stdout.strip() == "no"
-    assert kubectl("auth", "can-i", "list", "pods", "--as=dave").stdout.strip() == "yes"
+    assert kubectl("auth", "can-i", "create", "pods", "--as=judy").stdout.strip() == "no"
+    assert kubectl("auth", "can-i", "list", "pods", "--as=judy").stdout.strip() == "yes"
     assert kubectl("auth", "can-i", "create", "pods").stdout.strip() == "yes"
     denied = kubectl("get", "pods", "--as=nobody")
     assert denied.returncode == 1

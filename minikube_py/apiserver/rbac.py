@@ -1,8 +1,11 @@
 """RBAC (rbac.authorization.k8s.io/v1): the authorizer and the bootstrap roles and bindings.
 
-Rules are read from the store on each decision (Roles and bindings are few; kube-apiserver reads them
-from an informer), so a binding applies from the moment its create returns. Members of
-``system:masters`` are allowed everything without a lookup, as kube-apiserver's privileged group.
+Decisions come from an in-memory view of Roles and bindings kept by store watches
+(:mod:`.rbac_cache`), as kube-apiserver's come from informers; a binding written through this server
+counts from the moment its create returns (the view is waited for until it has caught up). Without
+the view (not listed yet, or behind for too long) the rules are read from the store, the original
+path. Members of ``system:masters`` are allowed everything without a lookup, as kube-apiserver's
+privileged group.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import inspect
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from minikube_py.api import errors
 from minikube_py.api.resources import ResourceInfo, lookup
 
+from . import objects
+
 if TYPE_CHECKING:
+    from .rbac_cache import RBACCache
     from .registry import Registry
     from .requests import RequestInfo
     from .server import APIServer, User
@@ -77,35 +82,80 @@ def subject_matches(subject: Any, user: User, binding_namespace: str | None) -> 
     return False
 
 
+def first_subject(subjects: Any, user: User, binding_namespace: str | None) -> dict[str, Any] | None:
+    """The first of a binding's subjects that is the user (a binding with no list of subjects: None)."""
+    if not isinstance(subjects, list):
+        return None
+    return next((s for s in subjects if subject_matches(s, user, binding_namespace)), None)
+
+
+def role_ref_key(ref: Any, namespace: str | None) -> str | None:
+    """The store key of the role a roleRef names (a Role in the binding's namespace), or None when it
+    can name none: such a binding grants nothing, as in Kubernetes."""
+    if not isinstance(ref, dict) or ref.get("apiGroup", GROUP) != GROUP:
+        return None
+    kind, name = ref.get("kind"), ref.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    if kind == "ClusterRole":
+        return _info("clusterroles").key(None, name)
+    if kind == "Role" and namespace:
+        return _info("roles").key(namespace, name)
+    return None
+
+
+def role_rules(role: dict[str, Any]) -> list[dict[str, Any]]:
+    rules = role.get("rules")
+    return [r for r in rules if isinstance(r, dict)] if isinstance(rules, list) else []
+
+
+def allowed_reason(kind: str, name: str, namespace: str | None, ref: dict[str, Any], match: dict[str, Any]) -> str:
+    where = f' in namespace "{namespace}"' if namespace else ""
+    return (f'RBAC: allowed by {kind} "{name}/{namespace}"' if namespace else
+            f'RBAC: allowed by {kind} "{name}"') + \
+        f' of {ref.get("kind")} "{ref.get("name")}" to {match.get("kind")} "{match.get("name")}"' + where
+
+
 class RBACAuthorizer:
     """Allows a request when a ClusterRoleBinding, or a RoleBinding in the request's namespace, binds
-    the user (or one of its groups) to a role with a rule covering it. Never denies outright."""
+    the user (or one of its groups) to a role with a rule covering it. Never denies outright.
 
-    def __init__(self, registry: Registry) -> None:
+    With a ``cache`` decisions are made from it once it is fresh (see :mod:`.rbac_cache`); until then,
+    and without one, from the store."""
+
+    def __init__(self, registry: Registry, cache: RBACCache | None = None) -> None:
         self.registry = registry
+        self.cache = cache
+
+    async def start(self) -> None:
+        if self.cache is not None:
+            await self.cache.start()
+
+    async def stop(self) -> None:
+        if self.cache is not None:
+            await self.cache.stop()
+
+    async def authorize(self, user: User, ri: RequestInfo, field_selector: str = "") -> tuple[bool, str]:
+        if MASTERS in user.groups:
+            return True, ""
+        cache = self.cache
+        if cache is not None and (cache.fresh() or await cache.wait_fresh()):
+            return cache.decide(user, ri)
+        return await self.authorize_from_store(user, ri)
+
+    # ---- the store path: the fallback, and the reference the cache is tested against -----------------
 
     async def _role_rules(self, ref: Any, namespace: str | None) -> list[dict[str, Any]]:
-        if not isinstance(ref, dict) or ref.get("apiGroup", GROUP) != GROUP:
+        key = role_ref_key(ref, namespace)
+        if key is None:
             return []
-        kind, name = ref.get("kind"), ref.get("name")
-        if not isinstance(name, str) or not name:
-            return []
-        try:
-            if kind == "ClusterRole":
-                role = await self.registry.get(_info("clusterroles"), None, name)
-            elif kind == "Role" and namespace:
-                role = await self.registry.get(_info("roles"), namespace, name)
-            else:
-                return []
-        except errors.ApiError:
-            return []  # a binding to a missing role grants nothing, as in Kubernetes
-        rules = role.get("rules")
-        return [r for r in rules if isinstance(r, dict)] if isinstance(rules, list) else []
+        kv = await self.registry.store.get(key)
+        return role_rules(objects.decode(kv)) if kv is not None else []
 
     async def _bindings(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
         return (await self.registry.list(_info(plural), namespace)).items
 
-    async def authorize(self, user: User, ri: RequestInfo, field_selector: str = "") -> tuple[bool, str]:
+    async def authorize_from_store(self, user: User, ri: RequestInfo) -> tuple[bool, str]:
         if MASTERS in user.groups:
             return True, ""
         sources: list[tuple[str, dict[str, Any]]] = [
@@ -114,18 +164,12 @@ class RBACAuthorizer:
             sources += [("RoleBinding", b) for b in await self._bindings("rolebindings", ri.namespace)]
         for kind, binding in sources:
             ns = binding["metadata"].get("namespace") if kind == "RoleBinding" else None
-            subjects = binding.get("subjects") or []
-            match = next((s for s in subjects if subject_matches(s, user, ns)), None) \
-                if isinstance(subjects, list) else None
+            match = first_subject(binding.get("subjects") or [], user, ns)
             if match is None:
                 continue
             ref = binding.get("roleRef")
             if any(rule_allows(rule, ri) for rule in await self._role_rules(ref, ns)):
-                where = f' in namespace "{ns}"' if ns else ""
-                return True, (f'RBAC: allowed by {kind} "{binding["metadata"]["name"]}/{ns}"' if ns else
-                              f'RBAC: allowed by {kind} "{binding["metadata"]["name"]}"') + \
-                    f' of {ref.get("kind")} "{ref.get("name")}" to {match.get("kind")} "{match.get("name")}"' \
-                    + where
+                return True, allowed_reason(kind, binding["metadata"]["name"], ns, ref, match)
         return False, ""
 
 
@@ -134,6 +178,17 @@ class UnionAuthorizer:
 
     def __init__(self, authorizers: Sequence[Any]) -> None:
         self.authorizers = tuple(authorizers)
+
+    async def start(self) -> None:
+        """Start the members that keep state (the RBAC cache's watches)."""
+        for a in self.authorizers:
+            if hasattr(a, "start"):
+                await a.start()
+
+    async def stop(self) -> None:
+        for a in self.authorizers:
+            if hasattr(a, "stop"):
+                await a.stop()
 
     async def authorize(self, user: User, ri: RequestInfo, field_selector: str = "") -> tuple[bool, str]:
         reasons = []
@@ -181,8 +236,12 @@ def build_authorizer(mode: str, registry: Registry) -> UnionAuthorizer:
             raise ValueError(f"--authorization-mode: unknown mode {name!r} (known: {', '.join(AUTHORIZATION_MODES)})")
         if names.count(name) > 1:
             raise ValueError(f"--authorization-mode: {name} is listed twice")
-        chain.append(NodeAuthorizer(registry) if name == "Node" else RBACAuthorizer(registry) if name == "RBAC"
-                     else _Always(name == "AlwaysAllow"))
+        if name == "RBAC":
+            from .rbac_cache import RBACCache
+
+            chain.append(RBACAuthorizer(registry, RBACCache(registry)))
+        else:
+            chain.append(NodeAuthorizer(registry) if name == "Node" else _Always(name == "AlwaysAllow"))
     return UnionAuthorizer(chain)
 
 

@@ -20,6 +20,7 @@ from minikube_py.store import (
     FutureRevisionError,
     KeyExistsError,
     KeyNotFoundError,
+    RangeResult,
     Store,
     WatchDroppedError,
 )
@@ -93,6 +94,47 @@ class DeleteOptions:
         return opts
 
 
+async def follow_prefix(
+    store: Store,
+    prefix: str,
+    *,
+    on_list: Callable[[RangeResult], None],
+    on_event: Callable[[Event], None],
+    on_lost: Callable[[], None],
+    ready: asyncio.Future[None] | None = None,
+    retry_delay: float = 0.5,
+) -> None:
+    """Keep an in-memory view of ``prefix`` (an informer): list it, then watch from the list's
+    revision, until cancelled. The store never skips an event silently, so a watch that is dropped
+    (a slow reader) or compacted ends with an error, and the view is re-listed at once; any other
+    failure (the store unavailable) waits ``retry_delay`` first. ``on_lost`` is told each time the
+    watch ends; ``ready`` is resolved after the first attempt, listed or not, so that a start never
+    hangs on a store that is down (the views' users fall back to store reads meanwhile)."""
+    while True:
+        delay = retry_delay
+        try:
+            res = await store.range(prefix)
+            on_list(res)
+            if ready is not None and not ready.done():
+                ready.set_result(None)
+            watch = store.watch(prefix, res.revision)
+            try:
+                async for ev in watch:
+                    on_event(ev)
+            finally:
+                await watch.close()
+        except asyncio.CancelledError:
+            raise
+        except (WatchDroppedError, CompactedError):
+            delay = 0.0
+        except Exception:
+            pass
+        on_lost()
+        if ready is not None and not ready.done():
+            ready.set_result(None)
+        await asyncio.sleep(delay)
+
+
 @dataclass
 class Registry:
     store: Store
@@ -106,10 +148,15 @@ class Registry:
     _namespaces: dict[str, bool] = field(init=False, default_factory=dict)
     _ns_task: asyncio.Task[None] | None = field(init=False, default=None)
     _recent_events: dict[tuple[str, int], WatchEvent] = field(init=False, default_factory=dict)
+    # API group -> called with (plural, key, revision, deleted) after each write of that group made
+    # through here; for a delete, the revision is the deleted value's (the store returns that one).
+    write_observers: dict[str, Callable[[str, str, int, bool], None]] = field(init=False, default_factory=dict)
 
     async def start(self) -> None:
         ready = asyncio.get_running_loop().create_future()
-        self._ns_task = asyncio.create_task(self._follow_namespaces(ready))
+        self._ns_task = asyncio.create_task(follow_prefix(
+            self.store, NAMESPACES.prefix(None), on_list=self._namespaces_listed,
+            on_event=self._namespace_event, on_lost=self._namespaces.clear, ready=ready))
         await ready
 
     async def stop(self) -> None:
@@ -119,34 +166,27 @@ class Registry:
                 await self._ns_task
             self._ns_task = None
 
-    async def _follow_namespaces(self, ready: asyncio.Future[None]) -> None:
+    def _namespaces_listed(self, res: RangeResult) -> None:
         prefix = NAMESPACES.prefix(None)
-        while True:
-            try:
-                res = await self.store.range(prefix)
-                self._namespaces = {kv.key[len(prefix):]: bool(objects.loads(kv.value)["metadata"]
-                                                               .get("deletionTimestamp")) for kv in res.items}
-                if not ready.done():
-                    ready.set_result(None)
-                watch = self.store.watch(prefix, res.revision)
-                try:
-                    async for ev in watch:
-                        name = ev.kv.key[len(prefix):]
-                        if ev.type is EventType.DELETE:
-                            self._namespaces.pop(name, None)
-                        else:
-                            ns = objects.loads(ev.kv.value)
-                            self._namespaces[name] = bool(ns["metadata"].get("deletionTimestamp"))
-                finally:
-                    await watch.close()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Dropped or compacted: re-list. Until then the checks fall back to store reads.
-                self._namespaces = {}
-                if not ready.done():
-                    ready.set_result(None)
-                await asyncio.sleep(0.5)
+        # Replaced in place: on_lost above is bound to this dict's clear().
+        self._namespaces.clear()
+        self._namespaces.update({kv.key[len(prefix):]: bool(objects.loads(kv.value)["metadata"]
+                                                            .get("deletionTimestamp")) for kv in res.items})
+
+    def _namespace_event(self, ev: Event) -> None:
+        name = ev.kv.key[len(NAMESPACES.prefix(None)):]
+        if ev.type is EventType.DELETE:
+            self._namespaces.pop(name, None)
+        else:
+            ns = objects.loads(ev.kv.value)
+            self._namespaces[name] = bool(ns["metadata"].get("deletionTimestamp"))
+
+    def _wrote(self, info: ResourceInfo, key: str, revision: int, deleted: bool = False) -> None:
+        """Tell the observer of ``info``'s API group (the RBAC cache) about a write made here, so that
+        it can tell when its watch has caught up with it (read-your-writes)."""
+        observer = self.write_observers.get(info.group)
+        if observer is not None:
+            observer(info.plural, key, revision, deleted)
 
     def __post_init__(self) -> None:
         # 10.96.0.1 belongs to the `kubernetes` Service, allocated explicitly at start-up.
@@ -225,6 +265,7 @@ class Registry:
             await strategy.release(self, info, allocated)
             raise
         m["resourceVersion"] = str(kv.mod_revision)
+        self._wrote(info, key, kv.mod_revision)
         return obj
 
     # ---- get / list ------------------------------------------------------------------------------
@@ -353,10 +394,11 @@ class Registry:
             if strategy.should_delete_now(new):
                 # The last finalizer of an object being deleted is gone: the object goes with it.
                 try:
-                    await self.store.delete(key, expected_mod_revision=kv.mod_revision)
+                    gone = await self.store.delete(key, expected_mod_revision=kv.mod_revision)
                 except (ConflictError, KeyNotFoundError):
                     await strategy.release(self, info, allocated)
                     continue
+                self._wrote(info, key, gone.mod_revision, True)
                 await strategy.release(self, info, strategy.owned_allocations(info, old))
                 return new, False
             try:
@@ -366,6 +408,7 @@ class Registry:
                 if precondition_rv:
                     raise errors.conflict(info.plural, name, info.group) from None
                 continue
+            self._wrote(info, key, written.mod_revision)
             await strategy.release(self, info, strategy.released_by_update(info, new, old))
             # Not ``m``: a status or finalize write replaces new["metadata"] with a fresh dict.
             meta(new)["resourceVersion"] = str(written.mod_revision)
@@ -405,14 +448,16 @@ class Registry:
                     written = await self.store.update(key, encode(updated), kv.mod_revision)
                 except (ConflictError, KeyNotFoundError):
                     continue
+                self._wrote(info, key, written.mod_revision)
                 updated["metadata"]["resourceVersion"] = str(written.mod_revision)
                 return updated, False
             if opts.dry_run:
                 return obj, True
             try:
-                await self.store.delete(key, expected_mod_revision=kv.mod_revision)
+                gone = await self.store.delete(key, expected_mod_revision=kv.mod_revision)
             except (ConflictError, KeyNotFoundError):
                 continue
+            self._wrote(info, key, gone.mod_revision, True)
             await strategy.release(self, info, strategy.owned_allocations(info, obj))
             return obj, True
         raise errors.conflict(info.plural, name, info.group, "too many concurrent updates; try again")

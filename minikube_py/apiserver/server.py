@@ -323,6 +323,9 @@ class APIServer:
             assert server is not None
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         await self.registry.start()
+        # The RBAC authorizer's watch-fed view of roles and bindings (an explicit authorizer may have none).
+        if hasattr(self.authorizer, "start"):
+            await self.authorizer.start()
         await bootstrap(self)
         # Building the OpenAPI documents takes seconds on a cold cache: do it off the event loop now,
         # not in the first kubectl apply's request.
@@ -339,6 +342,8 @@ class APIServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if hasattr(self.authorizer, "stop"):
+            await self.authorizer.stop()
         await self.registry.stop()
 
 

@@ -15,7 +15,7 @@ It prints each phase, the total of 1-4 against the goal (<= 60 s for 1 master + 
 second run against its goal (<= 20 s), with the ratio to each, and how many tasks the second run
 changed (0 when the roles are idempotent) and the five slowest tasks of each provisioning run (from
 timestamped logs). The lab is destroyed at the end unless ``--keep``. Phase output goes to a log
-directory printed at the start. Needs root, like the lab. A full run takes 5-8 minutes on 2 cores.
+directory printed at the start. Needs root, like the lab. A full run takes 2-5 minutes on 2 cores.
 """
 
 from __future__ import annotations

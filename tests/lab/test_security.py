@@ -324,3 +324,20 @@ def test_controller_manager_is_not_in_system_masters(api_address: str, lab_group
     accounts = kubectl("get", "serviceaccounts", "-n", "kube-system", "-o", "name").stdout.split()
     for controller in ("deployment-controller", "replicaset-controller", "endpointslice-controller"):
         assert f"serviceaccount/{controller}" in accounts, accounts
+
+
+# ---- no secret material in any log ---------------------------------------------------------------------------------
+
+
+def test_no_secret_material_in_any_component_log(caller: dict[str, Any], lab_groups: dict[str, list[str]],
+                                                 lab_host: Any) -> None:
+    """After every test above (tokens used, a Secret written and mounted, a ServiceAccount token fetched by a
+    kubelet), no unit of ours has logged the admin token, the Secret's value, a private key or a JWT."""
+    needles = {"the admin token": (PKI / "admin.token").read_text().strip(), "the Secret's value": SECRET_VALUE,
+               "a PEM private key": "PRIVATE KEY", "a JWT (ServiceAccount token)": "eyJhbGciOi"}
+    units = "-u 'kube*' -u 'etcd*' -u 'minikube-py*' -u 'docker-registry*'"
+    for name in sorted({*lab_groups["masters"], *lab_groups["workers"]}):
+        logs = lab_host(name).run(f"journalctl --no-pager -o cat {units}")
+        assert logs.rc == 0 and logs.stdout.strip(), f"{name}: no logs to check ({logs.stderr})"
+        found = [what for what, needle in needles.items() if needle and needle in logs.stdout]
+        assert not found, f"{name}: the component logs contain {', '.join(found)}"

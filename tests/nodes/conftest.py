@@ -7,6 +7,7 @@ namespace, no bridge or veth, no pod sandbox namespace, no mount under its data 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -133,18 +134,20 @@ def stop_cluster(proc: subprocess.Popen[bytes], timeout: float = 90.0) -> int:
     return proc.returncode
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodesCluster]:
+@contextlib.contextmanager
+def running_nodes(tmp_path_factory: pytest.TempPathFactory, name: str, nodes: int) -> Iterator[NodesCluster]:
+    """``up --local --nodes N`` for a module's tests; on the way out: a clean SIGTERM stop, nothing left
+    behind (links, namespaces, pod sandboxes), and the machine cleaned whatever the checks say."""
     why = missing_requirements()
     if why:
         pytest.skip(why)
     from minikube_py.localnodes import cleanup, leftovers
 
-    data_dir = tmp_path_factory.mktemp("nodes") / "d"
+    data_dir = tmp_path_factory.mktemp(name) / "d"
     output = data_dir.parent / "up.out"
     with output.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "minikube_py", "up", "--local", "--data-dir", str(data_dir),
-                                 "--port", "0", "--nodes", "2"],
+                                 "--port", "0", "--nodes", str(nodes)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     c: NodesCluster | None = None
     try:
@@ -166,3 +169,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodesCluster]:
         assert left == [], f"left behind after SIGTERM: {left}"
         assert stale == [], f"pod sandbox namespaces left behind: {stale}"
         assert "minikube-py up: stopped" in output.read_text()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodesCluster]:
+    with running_nodes(tmp_path_factory, "nodes", 2) as c:
+        yield c

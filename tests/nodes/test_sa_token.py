@@ -16,8 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.apiserver.conftest import REPO
-
-from .conftest import START_TIMEOUT, NodesCluster, _wait_started, missing_requirements, pick_kubectl, stop_cluster
+from .conftest import NodesCluster, running_nodes
 
 NS = "sa-e2e"
 MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -36,29 +32,8 @@ MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 @pytest.fixture(scope="module")
 def one_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodesCluster]:
-    why = missing_requirements()
-    if why:
-        pytest.skip(why)
-    from minikube_py.localnodes import cleanup, leftovers
-
-    data_dir = tmp_path_factory.mktemp("sa-nodes") / "d"
-    output = data_dir.parent / "up.out"
-    with output.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "minikube_py", "up", "--local", "--data-dir", str(data_dir),
-                                 "--port", "0", "--nodes", "1"],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    try:
-        _wait_started(proc, output, START_TIMEOUT)
-        state = json.loads((data_dir / "cluster.json").read_text())
-        yield NodesCluster(data_dir, proc, state, pick_kubectl(), output)
-    finally:
-        try:
-            rc = stop_cluster(proc)
-            left = leftovers(data_dir)
-        finally:
-            cleanup(data_dir)  # whatever the checks say, the machine is left clean
-        assert rc == 0, f"minikube-py up exited with {rc}:\n{output.read_text()[-3000:]}"
-        assert left == [], f"left behind after SIGTERM: {left}"
+    with running_nodes(tmp_path_factory, "sa-nodes", 1) as c:
+        yield c
 
 
 def _running(c: NodesCluster, name: str) -> dict[str, Any]:

@@ -50,7 +50,8 @@ require_host_packages() {
 
 # Vagrant holds the whole box: an interrupted `vagrant box add` or a deleted file leaves it in part.
 box_added_whole() {
-  [ -f "$BOX_DIR/metadata.json" ] && [ -f "$BOX_DIR/lxc-config" ] && [ -s "$BOX_DIR/rootfs.tar.gz" ]
+  [ -f "$BOX_DIR/metadata.json" ] && [ -f "$BOX_DIR/lxc-config" ] && [ -x "$BOX_DIR/lxc-template" ] \
+    && [ -s "$BOX_DIR/rootfs.tar.gz" ]
 }
 
 require_box() {

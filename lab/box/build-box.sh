@@ -20,6 +20,8 @@ add_box() {
   fi
   box_added_whole && return 0
   vagrant box add --provider lxc "$BOX_METADATA" >/dev/null
+  # Machines share the box's rootfs unpacked once (lxc-template): unpacked now, `up` does not wait for it.
+  "$BOX_DIR/lxc-template" --tarball "$BOX_DIR/rootfs.tar.gz" --prepare
   echo "Added $BOX_NAME $BOX_VERSION (recipe $BOX_HASH) to Vagrant"
 }
 
@@ -233,7 +235,9 @@ done
 [ -L "$rootfs/var/lib/dbus/machine-id" ] || rm -f "$rootfs/var/lib/dbus/machine-id"
 rm -f "$rootfs/usr/sbin/policy-rc.d"
 echo '# The lab machines have no route out: names come from /etc/hosts.' >"$rootfs/etc/resolv.conf"
-rm -rf "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/log/*.log "$rootfs"/var/log/apt/* "$rootfs"/tmp/*
+# Every machine copies /var/lib (see lxc-template); the package lists are of no use without a route out.
+rm -rf "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log \
+  "$rootfs"/var/log/apt/* "$rootfs"/tmp/*
 
 phase "packing"
 mkdir "$work/box"
@@ -244,7 +248,8 @@ lxc.arch = amd64
 EOF
 # --numeric-owner and xattrs keep ownership and file capabilities (ping, ...) across machines.
 tar --numeric-owner --xattrs --xattrs-include='*' -czf "$work/box/rootfs.tar.gz" -C "$work" ./rootfs
-tar -cf "$work/box.tar" -C "$work/box" metadata.json lxc-config rootfs.tar.gz
+install -m 755 "$LAB_DIR/box/lxc-template" "$work/box/lxc-template"
+tar -cf "$work/box.tar" -C "$work/box" metadata.json lxc-config lxc-template rootfs.tar.gz
 checksum=$(sha256sum "$work/box.tar" | cut -d' ' -f1)
 mv "$work/box.tar" "$BOX_FILE"
 cat >"$BOX_METADATA.tmp" <<EOF

@@ -22,12 +22,13 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
+from minikube_py.lab.failure import error_line, failure_summary
 from minikube_py.lab.inventory import LabError, vagrant_env
 
 T = TypeVar("T")
@@ -50,7 +51,6 @@ UNITS: tuple[str, ...] = tuple(unit for _, unit, _ in COMPONENTS)
 KUBECONFIG = Path(".lab/admin.kubeconfig")
 KUBECTL_HINT = ".venv/bin/kubectl --kubeconfig .lab/admin.kubeconfig get nodes -o wide"
 PLACEMENT_TESTS = "tests/lab/test_placement.py"
-_ERROR_PREFIX = "minikube-py lab: "
 
 # Generous ceilings so that a wedged vagrant or ssh ends in an error instead of a hang: a cold box
 # build is ~3 min, a first provisioning run measured 2-5 min on a busy 2-core host.
@@ -256,38 +256,6 @@ class PhaseTimer:
         return "\n".join(rows)
 
 
-def _error_line(lines: Iterable[str]) -> str | None:
-    """The last one-line error a lab script printed ('minikube-py lab: ...'), without the prefix."""
-    found = None
-    for line in lines:
-        if line.startswith(_ERROR_PREFIX):
-            found = line[len(_ERROR_PREFIX):].strip()
-    return found
-
-
-def _ansible_failure(lines: Sequence[str]) -> str | None:
-    """The first failed task of an ansible-playbook run: 'role : task on host: msg', from its output."""
-    task = ""
-    for i, line in enumerate(lines):
-        if line.startswith("TASK ["):
-            task = line[len("TASK ["):].split("]", 1)[0]
-        elif line.startswith(("fatal: [", "failed: [")):
-            host = line.split("[", 1)[1].split("]", 1)[0]
-            msg = ""
-            for follow in lines[i + 1:i + 12]:
-                key, _, value = follow.strip().partition(":")
-                if key == "msg":
-                    msg = value.strip().strip("'\"").replace("''", "'")
-                    break
-            return f"{task} on {host}: {msg or 'failed'}"
-    return None
-
-
-def failure_summary(lines: Sequence[str]) -> str | None:
-    """One line for a failed lab command: the script's own error line, else the first failed Ansible task."""
-    return _error_line(lines) or _ansible_failure(list(lines))
-
-
 def slowest_tasks(stamped: Sequence[str], count: int = 5) -> list[tuple[str, float]]:
     """The ``count`` slowest ansible tasks in a stamped log, slowest first: each task lasts until the
     next TASK or HANDLER header (or the recap)."""
@@ -365,8 +333,8 @@ def run_logged(
         reader.join(timeout=30)
     if code != 0:
         # The lab scripts' own line is already the whole story; ansible's needs the phase and the log.
-        message = _error_line(lines)
-        failed_task = _ansible_failure(lines) if message is None else None
+        message = error_line(lines)
+        failed_task = failure_summary(lines) if message is None else None
         if failed_task is not None:
             message = f"{phase} failed: {failed_task} (output in {log})"
         if message is None:

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from minikube_py.lab.cli import failure_summary
+from minikube_py.lab.failure import failure_summary
 
 LAB_TESTS = Path(__file__).resolve().parent
 E2E = os.environ.get("MINIKUBE_PY_LAB_E2E") == "1"

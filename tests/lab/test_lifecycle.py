@@ -1,5 +1,7 @@
 """The rest of a lab's life, after placement and smoke: a second provisioning run changes nothing, the reset
-playbook leaves the machines as the box made them, and destroying the lab leaves nothing on the host.
+playbook leaves the machines as the box made them, provisioning those clean machines again with a fault
+injected fails halfway with one line naming the cause and the fix and a rerun then finishes the cluster,
+and destroying the lab leaves nothing on the host.
 
 Runs last (conftest.py orders the files), end to end only: it resets and destroys the lab.
 """
@@ -95,6 +97,63 @@ def test_reset_leaves_the_machines_as_the_box_made_them(lab_groups: dict[str, li
         if result.stdout.strip():
             leftovers[name] = result.stdout.strip().splitlines()
     assert not leftovers, f"reset left: {leftovers}"
+
+
+# The fault: another server holds the kubelet's health port on one worker (it hangs up on every caller).
+FAULT_UNIT = "mkpy-lab-fault"
+FAULT_PORT = 10248
+# SO_REUSEADDR: the kubelet's last health checks before the reset leave the port in TIME_WAIT for a minute.
+SQUATTER = ("import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+            f"s.bind(('127.0.0.1', {FAULT_PORT})); s.listen()\nwhile True: s.accept()[0].close()")
+
+
+def test_a_task_failing_halfway_names_the_cause_and_a_rerun_picks_up(lab_groups: dict[str, list[str]],
+                                                                      lab_host: Any) -> None:
+    """On the machines the reset left clean, provisioning stops on the faulty worker at its kubelet (its
+    earlier roles done, the other machines finished) with one line naming the machine, the unit, the cause
+    from the unit's journal and the fix. With the fault gone, a rerun finishes: every node is Ready."""
+    worker = lab_groups["workers"][0]
+    host = lab_host(worker)
+    started = host.run(f"systemd-run --quiet --collect --unit {FAULT_UNIT} /usr/bin/python3 -c %s", SQUATTER)
+    assert started.rc == 0, started.stderr
+    try:
+        deadline = time.monotonic() + 30
+        while not host.run(f"ss -Hltn 'sport = :{FAULT_PORT}' | grep -q LISTEN").rc == 0:
+            assert time.monotonic() < deadline, (f"the squatter never listened on {worker}:{FAULT_PORT}: "
+                                                 + host.run(f"journalctl -u {FAULT_UNIT} | tail -5").stdout)
+            time.sleep(0.2)
+        # A short wait for the kubelet's health (60 s by default) keeps the test quick; the message is the same.
+        start = time.monotonic()
+        failed = run(["make", "--no-print-directory", "provision", "ANSIBLE_ARGS=-e kubelet_health_retries=5"],
+                     timeout=900)
+        record_phase("provision with a fault", time.monotonic() - start)
+    finally:
+        host.run(f"systemctl stop {FAULT_UNIT}")
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0, output[-4000:]
+    result = recap(failed.stdout.splitlines())
+    assert result[worker]["failed"] == 1, output[-4000:]
+    others = {h: r for h, r in result.items() if h != worker and (r["failed"] or r["unreachable"])}
+    assert not others, f"only {worker} should fail: {others}"
+    said = [line for line in failed.stderr.splitlines() if line.startswith("minikube-py lab: ")]
+    assert len(said) == 1, failed.stderr[-4000:]
+    line = said[0]
+    for part in (worker, "kubelet", "address already in use", "make provision", "picks up"):
+        assert part in line, f"{part!r} missing from: {line}"
+    # Halfway: the worker's roles before the kubelet ran (the runtime is up), the ones after it did not.
+    assert host.run("systemctl is-active minikube-py-runtime").stdout.strip() == "active"
+    assert not host.file("/etc/systemd/system/kube-proxy.service").exists
+
+    start = time.monotonic()
+    rerun = run(["make", "--no-print-directory", "provision"], timeout=900)
+    record_phase("provision again", time.monotonic() - start)
+    assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-2000:]
+    assert all(r["failed"] == 0 for r in recap(rerun.stdout.splitlines()).values())
+    kubectl = [str(REPO / ".venv" / "bin" / "kubectl"), "--kubeconfig", str(REPO / ".lab" / "admin.kubeconfig")]
+    ready = run([*kubectl, "wait", "--for=condition=Ready", "node", "--all", "--timeout=120s"], timeout=180)
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    nodes = run([*kubectl, "get", "nodes", "-o", "name"]).stdout.split()
+    assert sorted(nodes) == sorted(f"node/{w}" for w in lab_groups["workers"])
 
 
 def test_destroy_leaves_nothing_on_the_host(lab_groups: dict[str, list[str]]) -> None:

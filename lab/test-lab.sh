@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The lab end to end, as `make test` runs it: pytest over tests/lab/ with the lab fixtures in charge
-# (bring-up, provisioning, placement, smoke, idempotence, reset, destroy), then lab-down whatever
-# happened, so that no run, failed or interrupted, leaves a lab behind.
+# (bring-up, provisioning, placement, smoke, idempotence, reset, destroy) on the default lab, then a
+# second lab of 3 masters and 2 workers for HA (placement, and tests/lab/test_ha.py: one master
+# stopped, the cluster keeps working, the master rejoins), then lab-down whatever happened, so that no
+# run, failed or interrupted, leaves a lab behind.
 #
-#   lab/test-lab.sh [pytest args]     MASTERS/WORKERS default to 1 and 2
+#   lab/test-lab.sh [pytest args]     MASTERS/WORKERS default to 1 and 2 for the first lab;
+#                                     MINIKUBE_PY_LAB_HA=0 skips the HA lab
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -18,7 +21,7 @@ require_box
 export MINIKUBE_PY_LAB_RECLAIM=1
 # The fixtures bring the lab up and destroy it; without this they expect a lab `make lab` made.
 export MINIKUBE_PY_LAB_E2E=1
-export MASTERS=${MASTERS:-1} WORKERS=${WORKERS:-2}
+masters=${MASTERS:-1} workers=${WORKERS:-2}
 
 teardown() {
   local rc=$?
@@ -34,18 +37,36 @@ trap teardown EXIT
 # pytest runs in a process group of its own, waited for in the background: a signal then reaches this
 # script at once (bash defers traps while a foreground command runs), which stops pytest and whatever
 # it started (vagrant, ansible-playbook) before the teardown.
-start=$(date +%s)
-rc=0
-setsid "$LAB_ROOT/.venv/bin/pytest" -q -p no:cacheprovider -rfE tests/lab "$@" &
-pytest_pid=$!
+pytest_pid=""
 stop() {
   echo "minikube-py lab: interrupted: stopping the tests" >&2
-  kill -TERM -- "-$pytest_pid" 2>/dev/null || kill -TERM "$pytest_pid" 2>/dev/null || true
-  wait "$pytest_pid" 2>/dev/null || true
+  if [ -n "$pytest_pid" ]; then
+    kill -TERM -- "-$pytest_pid" 2>/dev/null || kill -TERM "$pytest_pid" 2>/dev/null || true
+    wait "$pytest_pid" 2>/dev/null || true
+  fi
   exit "$1"
 }
 trap 'stop 130' INT
 trap 'stop 143' TERM
-wait "$pytest_pid" || rc=$?
-echo "lab end to end in $(($(date +%s) - start)) s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+
+# One lab's session: its fixtures bring the lab up and destroy it at the end.
+session() {
+  local what=$1 m=$2 w=$3 start rc=0
+  shift 3
+  start=$(date +%s)
+  MASTERS=$m WORKERS=$w setsid "$LAB_ROOT/.venv/bin/pytest" -q -p no:cacheprovider -rfE "$@" &
+  pytest_pid=$!
+  wait "$pytest_pid" || rc=$?
+  pytest_pid=""
+  echo "$what ($m master(s), $w worker(s)) end to end in $(($(date +%s) - start)) s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  return "$rc"
+}
+
+rc=0
+session "lab" "$masters" "$workers" tests/lab --ignore=tests/lab/test_ha.py "$@" || rc=$?
+if [ "${MINIKUBE_PY_LAB_HA:-1}" != 0 ]; then
+  # The sessions share the addresses: nothing of the first may be left when the second comes up.
+  [ -z "$(our_containers)" ] || "$LAB_DIR/lab-down.sh" || rc=1
+  session "HA lab" 3 2 tests/lab/test_placement.py tests/lab/test_ha.py "$@" || rc=$?
+fi
 exit "$rc"

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runc", default="runc", help="the runc binary (name in PATH or path)")
     p.add_argument("--default-registry", default="127.0.0.1:5000", metavar="HOST:PORT",
                    help="where unqualified image names (demo/web) are pulled from")
+    p.add_argument("--registry-mirror", action="append", default=[], metavar="HOST:PORT",
+                   help="another endpoint serving the default registry's images, tried in turn when one "
+                        "cannot be reached (repeatable; e.g. the registry of every master of an HA lab)")
     p.add_argument("--insecure-registry", action="append", default=None, metavar="PATTERN",
                    help="registries to reach over plain HTTP (glob; default: all)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -51,7 +54,7 @@ def open_images(args: argparse.Namespace) -> object:
     insecure = tuple(args.insecure_registry) if args.insecure_registry else ("*",)
     try:
         return ImageStore(args.root_dir / "images", default_registry=args.default_registry,
-                          insecure_registries=insecure)
+                          insecure_registries=insecure, registry_mirrors=args.registry_mirror)
     except OSError as e:
         raise UserError(f"--root-dir {args.root_dir}: {e}") from None
 

@@ -114,10 +114,14 @@ class ImageStore:
     """
 
     def __init__(self, root: Path, *, default_registry: str = "127.0.0.1:5000",
-                 insecure_registries: Sequence[str] = ("*",)) -> None:
+                 insecure_registries: Sequence[str] = ("*",), registry_mirrors: Sequence[str] = ()) -> None:
         self.root = Path(root)
         self.default_registry = default_registry
         self.insecure_registries = tuple(insecure_registries)
+        # Other endpoints serving the default registry's images (an HA lab: every master runs a registry
+        # with the demo images). Images keep the default registry's name whichever endpoint served them.
+        self.registry_mirrors = tuple(m for m in registry_mirrors if m != default_registry)
+        self._endpoint = default_registry   # the one that answered last: tried first
         self.blobs_dir = self.root / "blobs" / "sha256"
         self.layers_dir = self.root / "layers"
         self.tmp_dir = self.root / "tmp"
@@ -233,18 +237,44 @@ class ImageStore:
             if known is not None and self._layers_present(known):
                 return known.info
         try:
-            async with RegistryClient(ref.registry, insecure=self._is_insecure(ref.registry)) as rc:
-                return await self._pull_from(rc, ref)
+            return await self._pull_via_endpoints(ref)
         except (RegistryError, LayerError) as e:
             raise ImagePullError(f'failed to pull image "{image}": {e}') from None
         except aiohttp.ClientResponseError as e:
             raise ImagePullError(f'failed to pull image "{image}": {e.status} {e.message}') from None
         except (TimeoutError, aiohttp.ClientError) as e:
             why = str(e) or type(e).__name__
+            tried = self._endpoints(ref.registry)[1:]
+            also = f" nor its mirror(s) {', '.join(tried)}" if tried else ""
             raise ImagePullError(f'failed to pull image "{image}": cannot reach registry '
-                                 f'{ref.registry}: {why}') from None
+                                 f'{ref.registry}{also}: {why}') from None
         except OSError as e:
             raise ImagePullError(f'failed to pull image "{image}": {e}') from None
+
+    def _endpoints(self, registry: str) -> list[str]:
+        if registry != self.default_registry or not self.registry_mirrors:
+            return [registry]
+        every = [self.default_registry, *self.registry_mirrors]
+        return [self._endpoint, *(e for e in every if e != self._endpoint)]
+
+    async def _pull_via_endpoints(self, ref: Reference) -> ImageInfo:
+        """Pull from the registry, or from the next endpoint of it when one cannot be reached at all (an
+        answer, even an error, ends the search: the endpoints serve the same images)."""
+        endpoints = self._endpoints(ref.registry)
+        for i, endpoint in enumerate(endpoints):
+            try:
+                async with RegistryClient(endpoint, insecure=self._is_insecure(endpoint)) as rc:
+                    info = await self._pull_from(rc, ref)
+            except (TimeoutError, aiohttp.ClientConnectionError) as e:
+                if i + 1 == len(endpoints):
+                    raise
+                log.warning("registry %s cannot be reached (%s); trying %s", endpoint, str(e) or type(e).__name__,
+                            endpoints[i + 1])
+                continue
+            if ref.registry == self.default_registry:
+                self._endpoint = endpoint
+            return info
+        raise AssertionError("unreachable: at least one endpoint")
 
     def _layers_present(self, record: _Record) -> bool:
         return all((self.layers_dir / _hex(d)).is_dir() for d in record.diff_ids)

@@ -7,7 +7,8 @@ Two modes:
 - end to end (``MINIKUBE_PY_LAB_E2E=1``, set by ``lab/test-lab.sh``): the fixtures bring a lab of
   ``MASTERS``/``WORKERS`` machines up, provision it, and destroy it at the end even when a test fails.
   The files run in the order of a lab's life: substrate (bad input, then the bare machines), placement,
-  smoke, security, lifecycle (second provisioning changes nothing, reset, destroy).
+  smoke, security, lifecycle (second provisioning changes nothing, reset, a failure halfway and the
+  rerun, destroy). ``lab/test-lab.sh`` runs test_ha.py in a second session, on a lab of 3 masters.
 - against a lab ``make lab`` made (``make lab``, ``minikube-py lab verify``): placement, smoke and
   security only read it (security adds a namespace of its own and deletes it); nothing is brought up or
   torn down.

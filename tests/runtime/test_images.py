@@ -271,6 +271,40 @@ async def test_state_survives_restart(store: ImageStore, registry: LocalRegistry
         await again.pull("demo/busybox")
 
 
+async def test_a_mirror_serves_the_default_registrys_images_when_it_is_down(
+        tmp_path: Path, registry: LocalRegistry, demo: dict[str, str]) -> None:
+    # The HA lab's case: the first master (the default registry) is stopped, another master's registry
+    # has the same images. They keep the default registry's name; the next pull starts at the mirror.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    store = ImageStore(tmp_path / "store", default_registry=dead, registry_mirrors=[registry.address])
+    info = await store.pull("demo/busybox")
+    assert info.repo_tags == [f"{dead}/demo/busybox:latest"]
+    assert info.repo_digests == [f"{dead}/demo/busybox@{demo['demo/busybox:latest']}"]
+    assert store._endpoints(dead) == [registry.address, dead]
+    # An answer from the mirror ends the search (no fall-back to other endpoints on an HTTP error).
+    with pytest.raises(ImagePullError, match="manifest unknown"):
+        await store.pull("demo/nope")
+    # Names of other registries are not sent to the mirrors.
+    with pytest.raises(ImagePullError, match=f"cannot reach registry {dead}: "):
+        await ImageStore(tmp_path / "other", default_registry=registry.address,
+                         registry_mirrors=[registry.address]).pull(f"{dead}/x/busybox")
+
+
+async def test_every_endpoint_down_names_the_registry_and_its_mirrors(tmp_path: Path) -> None:
+    dead = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            dead.append(f"127.0.0.1:{s.getsockname()[1]}")
+    store = ImageStore(tmp_path / "store", default_registry=dead[0], registry_mirrors=[dead[1]])
+    with pytest.raises(ImagePullError) as err:
+        await store.pull("demo/busybox")
+    assert str(err.value).startswith(f'failed to pull image "demo/busybox": cannot reach registry {dead[0]} '
+                                     f"nor its mirror(s) {dead[1]}: ")
+
+
 async def test_missing_image_is_manifest_unknown(store: ImageStore, registry: LocalRegistry) -> None:
     with pytest.raises(ImagePullError) as err:
         await store.pull("demo/nope")

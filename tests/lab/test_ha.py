@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.lab.conftest import E2E, LAB, REPO, record_phase, run, timed, wait_for
-from tests.lab.test_smoke import DOWNWARD_ENV, Kubectl, fetch
+from tests.lab.test_smoke import Kubectl, fetch, web_app
 
 pytestmark = [
     pytest.mark.lab,
@@ -100,18 +100,7 @@ def test_the_cluster_keeps_working_with_one_master_stopped(masters: list[str], l
 
         # A new Deployment and Service: the controller-manager makes pods, the scheduler places them,
         # kubelets run them and report through their fail-over listener, kube-proxies program the Service.
-        labels = {"app": "ha-web"}
-        kubectl.apply(
-            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ha-web"},
-             "spec": {"replicas": len(workers), "selector": {"matchLabels": labels},
-                      "template": {"metadata": {"labels": labels},
-                                   "spec": {"terminationGracePeriodSeconds": 2,
-                                            "containers": [{"name": "web", "image": "demo/web",
-                                                            "ports": [{"containerPort": 8080}],
-                                                            "env": DOWNWARD_ENV}]}}}},
-            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ha-web"},
-             "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]}},
-        )
+        kubectl.apply(*web_app("ha-web", len(workers)))
         wait_for("the ha-web replicas available",
                  lambda: kubectl.get("deployment", "ha-web").get("status", {}).get("availableReplicas")
                  == len(workers) or None, timeout=180)

@@ -57,6 +57,22 @@ def fetch(host: Any, url: str) -> str:
     return str(result.stdout)
 
 
+def web_app(name: str, replicas: int, service_type: str = "ClusterIP") -> tuple[dict[str, Any], dict[str, Any]]:
+    """A demo/web Deployment (pods answer with their name, IP and node) and its Service on port 80."""
+    labels = {"app": name}
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"terminationGracePeriodSeconds": 2,
+                                       "containers": [{"name": "web", "image": "demo/web",
+                                                       "ports": [{"containerPort": 8080}], "env": DOWNWARD_ENV}]}}}}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+               "spec": {"type": service_type, "selector": labels,
+                        "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
+    return deployment, service
+
+
 @pytest.fixture(scope="module")
 def kubectl(lab_groups: dict[str, list[str]], lab_host: Any) -> Iterator[Kubectl]:
     namespace = f"smoke-{secrets.token_hex(3)}"
@@ -73,19 +89,7 @@ def web(kubectl: Kubectl, lab_groups: dict[str, list[str]]) -> dict[str, Any]:
     """A demo/web Deployment (two pods per worker) and its NodePort Service; returns the Deployment once
     every replica is available."""
     replicas = 2 * len(lab_groups["workers"])
-    labels = {"app": "web"}
-    kubectl.apply(
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-         "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                  "template": {"metadata": {"labels": labels},
-                               "spec": {"terminationGracePeriodSeconds": 2,
-                                        "containers": [{"name": "web", "image": "demo/web",
-                                                        "ports": [{"containerPort": 8080}],
-                                                        "env": DOWNWARD_ENV}]}}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-         "spec": {"type": "NodePort", "selector": labels,
-                  "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
-    )
+    kubectl.apply(*web_app("web", replicas, service_type="NodePort"))
 
     def available() -> dict[str, Any] | None:
         dep = kubectl.get("deployment", "web")

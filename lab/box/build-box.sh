@@ -25,6 +25,23 @@ add_box() {
   echo "Added $BOX_NAME $BOX_VERSION (recipe $BOX_HASH) to Vagrant"
 }
 
+# Other versions of our box in Vagrant that no container uses: each holds ~0.9 GB once its rootfs is
+# unpacked (lxc-template). Their cached .box files stay, so a checkout of another recipe re-adds its
+# version in seconds.
+prune_old_boxes() {
+  local versions dir
+  versions=$(dirname "$(dirname "$BOX_DIR")")
+  for dir in "$versions"/*/; do
+    dir=${dir%/}
+    [ "$dir" != "$(dirname "$BOX_DIR")" ] || continue
+    if grep -qsF "$dir/" /var/lib/lxc/*/config; then
+      continue
+    fi
+    rm -rf --one-file-system "$dir"
+    echo "Removed the unused $BOX_NAME ${dir##*/} from Vagrant"
+  done
+}
+
 # The cached box file matches the checksum recorded when it was built (a truncated copy, a disk error).
 cached_box_intact() {
   [ -f "$BOX_FILE" ] && [ -f "$BOX_METADATA" ] || return 1
@@ -82,11 +99,13 @@ exec 9>"$BOX_CACHE/.build.lock"
 flock 9  # a second `make box` waits for the first instead of building the same box twice
 
 if box_added_whole && [ -f "$BOX_METADATA" ]; then
+  prune_old_boxes
   echo "Box $BOX_NAME $BOX_VERSION is up to date ($BOX_FILE)"
   exit 0
 fi
 if cached_box_intact; then
   add_box
+  prune_old_boxes
   echo "Box $BOX_NAME $BOX_VERSION is up to date ($BOX_FILE)"
   exit 0
 fi
@@ -260,4 +279,5 @@ EOF
 mv "$BOX_METADATA.tmp" "$BOX_METADATA"
 phase "adding to Vagrant"
 add_box
+prune_old_boxes
 echo "Built $BOX_FILE ($(du -m "$BOX_FILE" | cut -f1) MiB) in $(($(date +%s) - start)) s"

@@ -143,6 +143,27 @@ def test_damaged_cached_box_is_named_and_rebuilt_by_make_box(tmp_path: Path) -> 
     assert not (tmp_path / "vagrant").exists()
 
 
+def test_make_box_removes_the_unused_versions_of_the_box_from_vagrant(tmp_path: Path) -> None:
+    """Each version holds ~0.9 GB once unpacked: `make box` keeps only the current one (and any version a
+    container's rootfs still sits on)."""
+    env = {"MINIKUBE_PY_BOX_CACHE": str(tmp_path / "boxes"), "VAGRANT_HOME": str(tmp_path / "vagrant")}
+    names = lab_env(ROOT, env)
+    box_dir = Path(names["BOX_DIR"])
+    box_dir.mkdir(parents=True)
+    for name, text in (("metadata.json", "{}"), ("lxc-config", ""), ("rootfs.tar.gz", "x")):
+        (box_dir / name).write_text(text)
+    (box_dir / "lxc-template").write_text("")
+    (box_dir / "lxc-template").chmod(0o755)
+    Path(names["BOX_CACHE"]).mkdir()
+    Path(names["BOX_METADATA"]).write_text("{}")
+    old = box_dir.parent.parent / "1.0.1"
+    (old / "lxc" / "rootfs" / "bin").mkdir(parents=True)
+    proc = run([str(LAB / "box" / "build-box.sh")], env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Removed the unused minikube-py/bookworm 1.0.1" in proc.stdout
+    assert not old.exists() and (box_dir / "rootfs.tar.gz").exists()
+
+
 def test_busy_address_names_the_interface() -> None:
     dummy = f"mkpyt{uuid.uuid4().hex[:6]}"
     # A /32 in the lab range: enough to be a conflict, no route that would disturb a running lab.

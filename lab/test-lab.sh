@@ -62,6 +62,13 @@ session() {
   return "$rc"
 }
 
+# The tests start from no machines (the substrate tests check bare ones): a lab this checkout has up,
+# from `make lab` say, is replaced like any other.
+if [ -n "$(our_containers)" ]; then
+  echo "minikube-py lab: replacing this checkout's lab: the tests bring up their own"
+  "$LAB_DIR/lab-down.sh"
+fi
+
 rc=0
 session "lab" "$masters" "$workers" tests/lab --ignore=tests/lab/test_ha.py "$@" || rc=$?
 if [ "${MINIKUBE_PY_LAB_HA:-1}" != 0 ]; then

@@ -62,18 +62,20 @@ session() {
   return "$rc"
 }
 
-# The tests start from no machines (the substrate tests check bare ones): a lab this checkout has up,
-# from `make lab` say, is replaced like any other.
-if [ -n "$(our_containers)" ]; then
+# Each session starts from no machines (the substrate tests check bare ones, and the sessions share
+# the addresses): a lab this checkout has up, from `make lab` or the session before, is replaced.
+clear_lab() {
+  [ -z "$(our_containers)" ] && return 0
   echo "minikube-py lab: replacing this checkout's lab: the tests bring up their own"
   "$LAB_DIR/lab-down.sh"
-fi
+}
+
+clear_lab
 
 rc=0
 session "lab" "$masters" "$workers" tests/lab --ignore=tests/lab/test_ha.py "$@" || rc=$?
 if [ "${MINIKUBE_PY_LAB_HA:-1}" != 0 ]; then
-  # The sessions share the addresses: nothing of the first may be left when the second comes up.
-  [ -z "$(our_containers)" ] || "$LAB_DIR/lab-down.sh" || rc=1
+  clear_lab || rc=1
   session "HA lab" 3 2 tests/lab/test_placement.py tests/lab/test_ha.py "$@" || rc=$?
 fi
 exit "$rc"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
-from minikube_py.lab.failure import error_line, failure_summary
+from minikube_py.lab.failure import error_line, first_ansible_failure
 from minikube_py.lab.inventory import LabError, vagrant_env
 
 T = TypeVar("T")
@@ -334,7 +334,7 @@ def run_logged(
     if code != 0:
         # The lab scripts' own line is already the whole story; ansible's needs the phase and the log.
         message = error_line(lines)
-        failed_task = failure_summary(lines) if message is None else None
+        failed_task = first_ansible_failure(lines) if message is None else None
         if failed_task is not None:
             message = f"{phase} failed: {failed_task} (output in {log})"
         if message is None:

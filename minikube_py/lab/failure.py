@@ -120,15 +120,16 @@ def ansible_failures(lines: Sequence[str]) -> list[TaskFailure]:
     return failures
 
 
+def first_ansible_failure(lines: Sequence[str]) -> str | None:
+    """'task on host: msg' of the first machine an Ansible run stopped, or None."""
+    failures = ansible_failures(list(lines))
+    return f"{failures[0].task} on {failures[0].host}: {failures[0].msg}" if failures else None
+
+
 def failure_summary(lines: Sequence[str]) -> str | None:
     """One line for a failed lab command: the script's own error line, else the first failed Ansible task."""
-    if (line := error_line(lines)) is not None:
-        return line
-    failures = ansible_failures(list(lines))
-    if not failures:
-        return None
-    first = failures[0]
-    return f"{first.task} on {first.host}: {first.msg}"
+    line = error_line(lines)
+    return line if line is not None else first_ansible_failure(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,9 +49,9 @@ def etcd_health(host: Any, addresses: list[str]) -> dict[str, bool]:
         return {}
 
 
-def leader(kubectl: Kubectl, lease: str) -> str:
-    """The machine whose component holds a kube-system lease (holderIdentity is '<host>_<id>')."""
-    holder = kubectl.run("-n", "kube-system", "get", "lease", lease, "-o", "jsonpath={.spec.holderIdentity}").stdout
+def leader(system: Kubectl, lease: str) -> str:
+    """The machine whose component holds a lease of ``system``'s namespace (holderIdentity is '<host>_<id>')."""
+    holder = system.run("get", "lease", lease, "-o", "jsonpath={.spec.holderIdentity}").stdout
     return str(holder).split("_", 1)[0]
 
 
